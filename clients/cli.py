@@ -1,0 +1,266 @@
+"""The `patchstream` command line: `caption` a file, `serve` the server, run the `demo`.
+
+It is: argument parsing (argparse subcommands) and the small async mains that wire
+`clients/stream_client.py` (streaming), `clients/terminal.py` (live display) and
+`clients/subtitles.py` (WebVTT/SRT) to either a remote server (`--url`) or one started in this
+process (`streaming.app.serve_in_process`), plus `serve`, which hands a frozen `ServerConfig` to
+`streaming.app.run`. The event loop is uvloop's when it is installed.
+
+It is not: the server, the engine, or the protocol; every rule about those lives in `streaming/`,
+`model/` and docs/protocol.md. It never imports torch. Exit status: 0 done, 1 a failure
+explained on stderr (bad file, no server, a fatal server error), 2 bad arguments, 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Coroutine
+
+from clients.stream_client import (
+    ClientError,
+    ReceivedEvent,
+    StreamOptions,
+    StreamResult,
+    open_file,
+    stream_reader,
+    write_wav,
+)
+from clients.subtitles import cues_from_finals, to_srt, to_webvtt
+from clients.terminal import TerminalRenderer
+from model.api import EngineChoice, EngineError
+from model.engines import ENGINES  # the registry's names; it imports no engine until one is built
+from streaming.config import NATIVE_STREAM_PATH, LimitsConfig, ServerConfig
+
+DEFAULT_ENGINE = "whisper"  # the bundled CPU default (faster-whisper tiny.en)
+DEMO_SENTENCES = 4  # about 20 s of speech: long enough to watch captions firm up
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass(frozen=True)
+class CaptionJob:
+    """Everything one `caption` run needs, resolved from the arguments."""
+
+    file: str  # media file to caption
+    url: str | None  # remote server; None starts one in this process
+    engine: EngineChoice  # engine of the in-process server (unused with `url`)
+    fast: bool  # as fast as the server keeps up instead of real time
+    json_lines: bool  # print every event as a JSON line instead of rendering captions
+    vtt: str | None  # write finals as WebVTT here
+    srt: str | None  # write finals as SRT here
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="patchstream", description="Real-time captioning server and client."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    caption = commands.add_parser(
+        "caption", help="caption an audio/video file live",
+        description="Stream a media file through a captioning server at real-time pace and show "
+        "the captions. Without --url a server is started in this process.",
+    )
+    caption.add_argument("file", metavar="FILE", help="any audio or video file PyAV can read")
+    caption.add_argument("--url", help=f"server to use, e.g. ws://127.0.0.1:8765{NATIVE_STREAM_PATH}")
+    caption.add_argument("--fast", action="store_true", help="send as fast as the server keeps up")
+    caption.add_argument(
+        "--json", action="store_true",
+        help="print every server event as one JSON line, with client_time_s and client_wall_time",
+    )
+    caption.add_argument("--vtt", metavar="PATH", help="write the final captions as WebVTT")
+    caption.add_argument("--srt", metavar="PATH", help="write the final captions as SRT")
+    _add_engine_arguments(caption, default=None)
+    caption.set_defaults(handler=_caption_command)
+
+    serve = commands.add_parser("serve", help="run the captioning server")
+    serve.add_argument(
+        "--host", default=ServerConfig.host, help="address to bind (default %(default)s)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=ServerConfig.port, help="TCP port (default %(default)s)"
+    )
+    _add_engine_arguments(serve, default=DEFAULT_ENGINE)
+    serve.add_argument(
+        "--max-sessions", type=int, default=LimitsConfig.max_sessions,
+        help="concurrent sessions before `server_busy` (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-backlog-s", type=float, default=LimitsConfig.max_backlog_s,
+        help="seconds of audio a session may queue before the oldest is dropped (default %(default)s)",
+    )
+    serve.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error"),
+        help="(default %(default)s)",
+    )
+    serve.set_defaults(handler=_serve_command)
+
+    demo = commands.add_parser(
+        "demo", help="synthesize English speech and caption it live",
+        description="Speak corpus sentences with eSpeak NG, then caption them through an "
+        "in-process server at real-time pace.",
+    )
+    demo.add_argument(
+        "--sentences", type=_positive_int, default=DEMO_SENTENCES, metavar="N",
+        help="how many sentences to speak (default %(default)s)",
+    )
+    demo.add_argument("--fast", action="store_true", help="send as fast as the server keeps up")
+    demo.add_argument("--vtt", metavar="PATH", help="write the final captions as WebVTT")
+    _add_engine_arguments(demo, default=DEFAULT_ENGINE)
+    demo.set_defaults(handler=_demo_command)
+    return parser
+
+
+def _add_engine_arguments(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument(
+        "--engine", choices=sorted(ENGINES), default=default,
+        help=f"engine of the server (default {default or DEFAULT_ENGINE})",
+    )
+    parser.add_argument(
+        "--model-path", metavar="DIR", help="local model directory (default: the bundled one)"
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `patchstream` console script and `python -m clients`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "caption" and args.url and (args.engine or args.model_path):
+        parser.error(
+            "--engine and --model-path pick the in-process server's engine; drop them with --url"
+        )
+    return args.handler(args)
+
+
+def _engine_choice(args: argparse.Namespace) -> EngineChoice:
+    return EngineChoice(name=args.engine or DEFAULT_ENGINE, model_path=args.model_path)
+
+
+def _caption_command(args: argparse.Namespace) -> int:
+    job = CaptionJob(
+        file=args.file, url=args.url, engine=_engine_choice(args), fast=args.fast,
+        json_lines=args.json, vtt=args.vtt, srt=args.srt,
+    )
+    return run_async(lambda: caption(job))
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    # Imported here so that `caption --url` works on a machine that only has the client's needs.
+    from streaming.app import run
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    limits = LimitsConfig(max_sessions=args.max_sessions, max_backlog_s=args.max_backlog_s)
+    try:
+        run(ServerConfig(host=args.host, port=args.port, limits=limits), _engine_choice(args))
+    except (EngineError, OSError) as error:  # no model, or the port is taken
+        print(f"patchstream: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _demo_command(args: argparse.Namespace) -> int:
+    from clients import speech
+
+    if not speech.espeak_available():
+        print("patchstream: the demo needs eSpeak NG: pip install espeakng-loader "
+              "(or apt-get install espeak-ng)", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"Synthesizing {args.sentences} sentence(s) with eSpeak NG…", file=sys.stderr)
+    script = speech.corpus_script(args.sentences)
+    with tempfile.TemporaryDirectory(prefix="patchstream-demo-") as folder:
+        wav = Path(folder) / "demo.wav"
+        write_wav(wav, script.samples)
+        print(f"\nReference text ({script.duration:.1f} s of speech):\n  {script.text}\n")
+        print("Live captions (partials update in place, finals print with their media times):\n")
+        job = CaptionJob(
+            file=str(wav), url=None, engine=_engine_choice(args), fast=args.fast,
+            json_lines=False, vtt=args.vtt, srt=None,
+        )
+        return run_async(lambda: caption(job))
+
+
+def run_async(make: Callable[[], Coroutine[None, None, int]]) -> int:
+    """Run a coroutine on uvloop (asyncio's loop without it); Ctrl-C exits 130."""
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    try:
+        return uvloop.run(make()) if uvloop else asyncio.run(make())
+    except KeyboardInterrupt:
+        print("\npatchstream: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+async def caption(job: CaptionJob) -> int:
+    """Stream `job.file`, show or print the events, write subtitles; the exit status."""
+    json_sink = _print_json_line if job.json_lines else None
+    renderer = None if json_sink else TerminalRenderer.for_stdout()
+    on_event = json_sink or renderer.handle
+    failure: Exception | None = None
+    try:
+        result = await _caption_file(job, on_event)
+    except (ClientError, EngineError) as error:
+        failure = error
+    finally:
+        if renderer:
+            renderer.close()  # before any message, so it does not land on a partial's line
+    try:
+        if failure is None:
+            _write_subtitles(job, result)
+    except OSError as error:
+        failure = error
+    if failure is not None:
+        print(f"patchstream: {failure}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _caption_file(job: CaptionJob, on_event: Callable[[ReceivedEvent], None]) -> StreamResult:
+    # Open the file first: a bad path should fail before a model spends seconds loading.
+    reader = await open_file(job.file)
+    info = reader.info
+    length = f", {info.duration_s:.1f} s" if info.duration_s else ""
+    described = f"{info.codec}, {info.sample_rate} Hz, {info.channels} ch{length}"
+    print(f"patchstream: {info.path}: {described}", file=sys.stderr)
+    try:
+        if job.url:
+            return await stream_reader(reader, StreamOptions(url=job.url, fast=job.fast), on_event)
+        # Imported here so that `caption --url` never loads the server or an engine.
+        from streaming.app import serve_in_process
+
+        print(
+            f"patchstream: starting an in-process server ({job.engine.name} engine)…",
+            file=sys.stderr,
+        )
+        async with serve_in_process(ServerConfig(host="127.0.0.1", port=0), job.engine) as server:
+            return await stream_reader(reader, StreamOptions(url=server.url, fast=job.fast), on_event)
+    finally:
+        reader.close()
+
+
+def _print_json_line(received: ReceivedEvent) -> None:
+    print(json.dumps(received.to_json_dict(), ensure_ascii=False), flush=True)
+
+
+def _write_subtitles(job: CaptionJob, result: StreamResult) -> None:
+    cues = cues_from_finals(result.finals)
+    if job.vtt:
+        Path(job.vtt).write_text(to_webvtt(cues), encoding="utf-8")
+    if job.srt:
+        Path(job.srt).write_text(to_srt(cues), encoding="utf-8")

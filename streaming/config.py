@@ -1,0 +1,47 @@
+"""Frozen configuration of the server: network, limits, scheduling.
+
+Built once from CLI flags (`clients/cli.py`) or by tests; never read from globals or the
+environment inside the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+NATIVE_STREAM_PATH = "/v1/stream"  # websocket endpoint of the native protocol
+HEALTH_PATH = "/healthz"  # plain HTTP GET: 200 once the engine is warm
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Bounds that keep one client from hurting the server or other sessions."""
+
+    max_sessions: int = 16  # concurrent sessions; the next one gets `server_busy`
+    max_frame_bytes: int = 1 << 20  # one binary audio frame (1 MiB); larger frames are rejected
+    max_message_bytes: int = 64 << 20  # websocket hard limit; beyond it the connection closes 1009
+    max_backlog_s: float = 30.0  # audio waiting for the model; the oldest is dropped beyond it
+    max_pending_finals: int = 2_000  # finals queued for a client that does not read; then close
+    start_timeout_s: float = 10.0  # time allowed between connect and the `start` message
+    idle_timeout_s: float = 60.0  # no audio and no control message for this long ends the session
+    send_timeout_s: float = 20.0  # one send blocked this long means the client stopped reading
+    max_session_s: float = 4 * 3600.0  # media seconds one session may stream
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """How model work is shared between sessions."""
+
+    stats_interval_s: float = 2.0  # period of `stats` events to each client
+    idle_poll_s: float = 0.02  # how long the scheduler sleeps when no session has enough audio
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything `streaming.server.Server` needs besides its engine."""
+
+    host: str = "127.0.0.1"  # address to bind; "0.0.0.0" to serve other machines
+    port: int = 8765  # TCP port; 0 picks a free one (tests)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    shutdown_grace_s: float = 5.0  # on shutdown, time sessions get to flush their finals
+    decode_threads: int = 2  # worker threads for PyAV decoding (kept off the event loop)

@@ -1,0 +1,581 @@
+"""Audio decoding: a session's incoming bytes -> float32 16 kHz audio, one array per channel.
+
+This module is the only place where a session's audio bytes meet PyAV. An `AudioDecoder` takes
+the bytes a client declared with an `AudioFormat` (raw PCM, G.711 mu-law/A-law, or any container
+PyAV demuxes: WebM/Opus from a browser's MediaRecorder, Ogg/Opus, WAV, MP3, ...) in pieces of any
+size and returns `DecodedAudio`: planar float32 at 16 kHz, channels kept apart (call centres send
+agent/customer stereo), stamped with the media time of its first sample. All decoding and
+resampling is PyAV's (`av.AudioResampler`); there is no hand-written resampler here.
+
+It is not async and holds no sockets: the session calls `decode`/`flush` off the event loop (in an
+executor), one call at a time. It does not cut audio into model frames (`chunker.py` does) and
+does not downmix (the chunker builds the mono mix from the channels kept here).
+
+Container input is demuxed by a per-session thread that reads a bounded, blocking file-like
+object: FFmpeg's demuxers want to pull bytes, a live stream pushes them. `decode` writes, then
+waits (briefly, bounded) until the thread has consumed everything it can, and returns what came
+out. `close` always releases the thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from model.api import SAMPLE_RATE
+
+# --- declarations -------------------------------------------------------------------------------
+
+CONTAINER_ENCODING = "container"  # anything PyAV demuxes; format from the hint or from probing
+# Raw encodings -> (PyAV decoder name, bytes per sample per channel).
+RAW_ENCODINGS: dict[str, tuple[str, int]] = {
+    "pcm_s16le": ("pcm_s16le", 2),
+    "pcm_f32le": ("pcm_f32le", 4),
+    "mulaw": ("pcm_mulaw", 1),
+    "alaw": ("pcm_alaw", 1),
+}
+ENCODINGS = (*RAW_ENCODINGS, CONTAINER_ENCODING)
+
+MIN_CHANNELS = 1
+MAX_CHANNELS = 8
+MIN_SAMPLE_RATE_HZ = 4_000  # below narrow-band telephony nothing speech-like survives
+MAX_SAMPLE_RATE_HZ = 384_000  # the highest rate common audio interfaces produce
+
+# FFmpeg's default layout for each channel count; the resampler keeps the layout, so channels
+# pass through unmixed and in order.
+_LAYOUT_BY_CHANNELS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+_OUTPUT_SAMPLE_FORMAT = "fltp"  # planar float32: `to_ndarray()` gives (C, n) directly
+
+# --- error codes (sent to clients in error events) ----------------------------------------------
+
+UNSUPPORTED_ENCODING = "unsupported_encoding"  # encoding is not one of ENCODINGS
+BAD_FORMAT = "bad_format"  # sample rate, channels or container hint missing or out of range
+DECODE_FAILED = "decode_failed"  # the bytes are not what was declared, or PyAV gave up on them
+INPUT_TOO_LARGE = "input_too_large"  # more undecoded bytes than DecoderConfig.max_pending_bytes
+DECODER_CLOSED = "decoder_closed"  # decode after flush/close
+
+
+class DecodeError(Exception):
+    """Audio could not be declared or decoded. `code` is machine-readable, `message` for humans."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def _is_demuxer(name: object) -> bool:
+    if not isinstance(name, str) or not name:
+        return False
+    try:
+        return av.ContainerFormat(name, "r").is_input
+    except ValueError:  # FFmpeg has no demuxer of that name
+        return False
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    """What a client says its audio bytes are. Constructing an invalid one raises `DecodeError`."""
+
+    encoding: str  # one of ENCODINGS
+    sample_rate: int | None = None  # Hz; required for raw encodings, ignored for containers
+    channels: int | None = None  # interleaved channels, 1..8; required for raw encodings
+    container: str | None = None  # PyAV/FFmpeg demuxer name hint ("webm", "ogg", "wav"); None = probe
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def is_raw(self) -> bool:
+        return self.encoding in RAW_ENCODINGS
+
+    def validate(self) -> None:
+        """Raise `DecodeError` with a code and a message naming the bad field."""
+        if self.encoding not in ENCODINGS:
+            raise DecodeError(
+                UNSUPPORTED_ENCODING,
+                f"encoding {self.encoding!r} is not supported; use one of {', '.join(ENCODINGS)}",
+            )
+        if self.is_raw:
+            if self.sample_rate is None or self.channels is None:
+                raise DecodeError(BAD_FORMAT, f"{self.encoding} needs sample_rate and channels")
+            if self.container is not None:
+                raise DecodeError(BAD_FORMAT, f"{self.encoding} is raw audio; container must be empty")
+        if self.sample_rate is not None and not (
+            _is_int(self.sample_rate) and MIN_SAMPLE_RATE_HZ <= self.sample_rate <= MAX_SAMPLE_RATE_HZ
+        ):
+            raise DecodeError(
+                BAD_FORMAT,
+                f"sample_rate {self.sample_rate!r} must be an integer in "
+                f"{MIN_SAMPLE_RATE_HZ}..{MAX_SAMPLE_RATE_HZ} Hz",
+            )
+        if self.channels is not None and not (
+            _is_int(self.channels) and MIN_CHANNELS <= self.channels <= MAX_CHANNELS
+        ):
+            raise DecodeError(
+                BAD_FORMAT, f"channels {self.channels!r} must be an integer in {MIN_CHANNELS}..{MAX_CHANNELS}"
+            )
+        if self.container is not None and not _is_demuxer(self.container):
+            raise DecodeError(BAD_FORMAT, f"container {self.container!r} is not a format PyAV can demux")
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """Decoded audio at 16 kHz with its media time."""
+
+    samples: np.ndarray  # float32 (C, n), one row per input channel, SAMPLE_RATE Hz
+    start_sample: int | None  # media time of samples[:, 0] in 16 kHz samples; None = follows the last
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.samples.shape[1])
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Bounds and timeouts of one session's decoder."""
+
+    max_pending_bytes: int = 4 << 20  # undecoded bytes held at once; more -> INPUT_TOO_LARGE
+    max_header_bytes: int = 1 << 20  # a container must open within this many bytes, else DECODE_FAILED
+    max_backlog_samples: int = 60 * SAMPLE_RATE  # decoded, uncollected audio before the demuxer pauses
+    decode_wait_s: float = 1.0  # longest a decode() call waits for the demux thread to catch up
+    flush_timeout_s: float = 10.0  # longest flush() waits for the demuxer to finish the stream
+    close_join_s: float = 2.0  # longest close() waits for the demux thread to exit
+    resync_tolerance_s: float = 0.002  # container timestamps this close to the clock are rounding
+
+    def __post_init__(self) -> None:
+        if min(self.max_pending_bytes, self.max_header_bytes, self.max_backlog_samples) <= 0 or min(
+            self.decode_wait_s, self.flush_timeout_s, self.close_join_s, self.resync_tolerance_s
+        ) < 0:
+            raise ValueError(f"invalid decoder config: {self}")
+
+
+# Demuxer options for live input. Without them FFmpeg reads up to 5 MB / 5 s before it returns
+# from open, which on a live stream means "until the stream ends".
+_PROBE_BYTES_WITH_HINT = 32  # FFmpeg's minimum: a named demuxer gets stream parameters from headers
+_PROBE_BYTES_NO_HINT = 8_192  # enough to recognise WebM, Ogg, WAV, MP3 by their first bytes
+_ANALYZE_DURATION_US = 1  # don't read ahead to estimate durations (0 would mean FFmpeg's 5 s default)
+_IO_BUFFER_BYTES = 4_096  # AVIO read size; small so a live stream is not held back by buffering
+
+
+# --- the media clock ----------------------------------------------------------------------------
+
+
+def _to_16k(pts: int, time_base: Fraction) -> int:
+    """The one conversion from a container timestamp to 16 kHz samples (rounded to nearest)."""
+    return int(round(pts * time_base * SAMPLE_RATE))
+
+
+class _ClockedResampler:
+    """`av.AudioResampler` to 16 kHz planar float plus the media time of what comes out.
+
+    The resampler is a continuous filter, so its output position is the anchor (media time of
+    the first input sample) plus the samples it has produced. When an input frame's timestamp
+    strays from where the clock expects it by more than the tolerance (a gap, an overlap, a
+    timestamp reset) or its format changes, the resampler is flushed and restarted at the new
+    time; the chunker then fills or trims. Smaller strays are container rounding (WebM stores
+    milliseconds) and are ignored, so they never accumulate: each frame is compared with the
+    anchor, not with the previous frame.
+    """
+
+    def __init__(self, channels: int, tolerance_samples: int) -> None:
+        self._layout = _LAYOUT_BY_CHANNELS[channels]  # fixed for the session: C never changes
+        self._tolerance = tolerance_samples
+        self._resampler: av.AudioResampler | None = None
+        self._input_key: tuple | None = None  # (sample format, layout, rate) the resampler expects
+        self._anchor = 0  # media time of the current resampler's first input sample, 16 kHz
+        self._in_samples = 0  # input samples fed to the current resampler, at the input rate
+        self._in_rate = SAMPLE_RATE
+        self._out_samples = 0  # output samples produced by the current resampler
+
+    def _expected(self) -> int:
+        return self._anchor + int(round(self._in_samples * SAMPLE_RATE / self._in_rate))
+
+    def push(self, frame: av.AudioFrame, start_sample: int | None) -> list[DecodedAudio]:
+        out: list[DecodedAudio] = []
+        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if self._resampler is None:
+            self._start(key, frame.sample_rate, start_sample if start_sample is not None else 0)
+        elif key != self._input_key or (
+            start_sample is not None and abs(start_sample - self._expected()) > self._tolerance
+        ):
+            next_time = start_sample if start_sample is not None else self._expected()
+            out += self.flush()
+            self._start(key, frame.sample_rate, next_time)
+        self._in_samples += frame.samples
+        frame.pts = None  # time is tracked here; keep the filter graph from acting on timestamps
+        out += self._collect(self._resampler.resample(frame))
+        return out
+
+    def flush(self) -> list[DecodedAudio]:
+        """Drain the resampler's delay line; the next push starts a fresh one."""
+        if self._resampler is None:
+            return []
+        out = self._collect(self._resampler.resample(None))
+        self._resampler = None
+        return out
+
+    def _start(self, key: tuple, rate: int, anchor: int) -> None:
+        self._resampler = av.AudioResampler(format=_OUTPUT_SAMPLE_FORMAT, layout=self._layout, rate=SAMPLE_RATE)
+        self._input_key = key
+        self._anchor, self._in_samples, self._in_rate, self._out_samples = anchor, 0, rate, 0
+
+    def _collect(self, frames: list[av.AudioFrame]) -> list[DecodedAudio]:
+        out = []
+        for frame in frames:
+            samples = np.ascontiguousarray(frame.to_ndarray(), dtype=np.float32)  # (C, n)
+            out.append(DecodedAudio(samples, self._anchor + self._out_samples))
+            self._out_samples += samples.shape[1]
+        return out
+
+
+def _tolerance_samples(config: DecoderConfig) -> int:
+    return int(round(config.resync_tolerance_s * SAMPLE_RATE))
+
+
+def _coalesce(pieces: list[DecodedAudio]) -> list[DecodedAudio]:
+    """Join pieces that follow each other in time, so one call returns few, large arrays."""
+    out: list[DecodedAudio] = []
+    run: list[DecodedAudio] = []
+    for piece in pieces:
+        if piece.num_samples == 0:
+            continue
+        if run and piece.start_sample != run[-1].start_sample + run[-1].num_samples:
+            out.append(_join(run))
+            run = []
+        run.append(piece)
+    if run:
+        out.append(_join(run))
+    return out
+
+
+def _join(run: list[DecodedAudio]) -> DecodedAudio:
+    if len(run) == 1:
+        return run[0]
+    return DecodedAudio(np.concatenate([p.samples for p in run], axis=1), run[0].start_sample)
+
+
+# --- raw PCM / G.711 ----------------------------------------------------------------------------
+
+
+class _RawSource:
+    """Raw interleaved samples through PyAV's PCM/G.711 decoders, synchronously."""
+
+    def __init__(self, fmt: AudioFormat, clock: _ClockedResampler) -> None:
+        codec_name, sample_bytes = RAW_ENCODINGS[fmt.encoding]
+        self._codec = av.CodecContext.create(codec_name, "r")
+        self._codec.sample_rate = fmt.sample_rate
+        self._codec.layout = _LAYOUT_BY_CHANNELS[fmt.channels]
+        self._block_bytes = sample_bytes * fmt.channels  # one sample of every channel
+        # Bytes of an incomplete sample frame held for the next call; < _block_bytes, so bounded.
+        self._carry = b""
+        self._clock = clock
+        self.dropped_bytes = 0  # an incomplete sample frame left at flush
+
+    def decode(self, data: bytes) -> list[DecodedAudio]:
+        buffer = self._carry + bytes(data) if self._carry else bytes(data)
+        whole = len(buffer) - len(buffer) % self._block_bytes
+        self._carry = buffer[whole:]
+        if not whole:
+            return []
+        out: list[DecodedAudio] = []
+        for frame in self._codec.decode(av.Packet(buffer[:whole])):
+            out += self._clock.push(frame, None)  # raw audio is continuous by definition
+        return out
+
+    def flush(self) -> list[DecodedAudio]:
+        self.dropped_bytes += len(self._carry)
+        self._carry = b""
+        return self._clock.flush()
+
+    def close(self) -> None:
+        self._carry = b""
+
+
+# --- containers ---------------------------------------------------------------------------------
+
+
+class _ContainerSource:
+    """A demux thread pulling from a bounded blocking buffer that `decode` pushes into.
+
+    All shared state is guarded by one condition variable. The thread blocks in `read` when the
+    buffer is empty; `decode` returns once the thread is in that state with nothing left to read
+    (everything decodable so far has come out), when the thread has ended, or after
+    `decode_wait_s`. Decoded audio waits in `_outputs` until a call collects it.
+    """
+
+    def __init__(self, fmt: AudioFormat, config: DecoderConfig) -> None:
+        self._fmt = fmt
+        self._config = config
+        self._cond = threading.Condition()
+        # Undecoded bytes; bounded by config.max_pending_bytes: a write that would exceed it is
+        # refused with INPUT_TOO_LARGE (a container stream cannot skip bytes, so nothing is dropped
+        # silently and the session ends).
+        self._pending = bytearray()
+        # Decoded audio not yet collected; bounded by config.max_backlog_samples: past it the demux
+        # thread pauses (backpressure) until a call collects. Decoded audio is never dropped.
+        self._outputs: list[DecodedAudio] = []
+        self._backlog_samples = 0
+        self._bytes_written = 0  # accepted from the caller
+        self._bytes_read = 0  # consumed by the demuxer
+        self._eof = False  # no more input: read returns b"" once _pending is empty
+        self._aborted = False  # close(): read returns b"" now, outputs are discarded
+        self._reader_waiting = False  # the thread is blocked in read with nothing to read
+        self._opened = False  # the demuxer has parsed the headers and found an audio stream
+        self._finished = False  # the thread has exited
+        self._error: DecodeError | None = None
+        self._thread = threading.Thread(target=self._run, name="patchstream-demux", daemon=True)
+        self._thread.start()
+
+    # -- caller side (executor thread) --
+
+    def decode(self, data: bytes) -> list[DecodedAudio]:
+        with self._cond:
+            self._raise_if_failed()
+            if self._eof:
+                raise DecodeError(DECODER_CLOSED, "decode called after flush")
+            if len(self._pending) + len(data) > self._config.max_pending_bytes:
+                self._fail(
+                    DecodeError(
+                        INPUT_TOO_LARGE,
+                        f"{len(self._pending) + len(data)} undecoded bytes exceed the limit of "
+                        f"{self._config.max_pending_bytes}; send smaller frames or send slower",
+                    )
+                )
+                self._raise_if_failed()
+            self._pending += data
+            self._bytes_written += len(data)
+            self._cond.notify_all()
+            return self._wait(self._config.decode_wait_s, until_finished=False)
+
+    def flush(self) -> list[DecodedAudio]:
+        with self._cond:
+            self._raise_if_failed()
+            self._eof = True
+            self._cond.notify_all()
+            out = self._wait(self._config.flush_timeout_s, until_finished=True)
+            if not self._finished:
+                self._fail(DecodeError(DECODE_FAILED, "the demuxer did not finish the stream in time"))
+                self._raise_if_failed()
+        self._thread.join(self._config.close_join_s)
+        return out
+
+    def close(self) -> None:
+        with self._cond:
+            self._aborted = True
+            self._outputs = []
+            self._pending = bytearray()
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(self._config.close_join_s)
+
+    def _wait(self, timeout_s: float, until_finished: bool) -> list[DecodedAudio]:
+        """Collect outputs until the demuxer is idle (or finished), an error, or the timeout."""
+        collected: list[DecodedAudio] = []
+        deadline = time.monotonic() + timeout_s
+        while True:
+            collected += self._take_outputs()
+            self._raise_if_failed()
+            idle = self._reader_waiting and not self._pending and not until_finished
+            remaining = deadline - time.monotonic()
+            if self._finished or idle or remaining <= 0:
+                break
+            self._cond.wait(remaining)
+        return collected + self._take_outputs()
+
+    def _take_outputs(self) -> list[DecodedAudio]:
+        out, self._outputs, self._backlog_samples = self._outputs, [], 0
+        if out:
+            self._cond.notify_all()  # a demuxer paused on backpressure may go on
+        return out
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._aborted:
+            raise DecodeError(DECODER_CLOSED, "decoder is closed")
+
+    def _fail(self, error: DecodeError) -> None:
+        """Record the first error and make the demux thread stop (read returns EOF)."""
+        if self._error is None:
+            self._error = error
+        self._aborted = True
+        self._pending = bytearray()
+        self._cond.notify_all()
+
+    def _describe(self) -> str:
+        return repr(self._fmt.container) if self._fmt.container else "decodable"
+
+    # -- demux thread side --
+
+    def read(self, size: int = -1) -> bytes:
+        """File-like read for PyAV: blocks until bytes, EOF (b"") or close (b"")."""
+        with self._cond:
+            while not self._pending and not self._eof and not self._aborted:
+                self._reader_waiting = True
+                self._cond.notify_all()  # tell decode() everything so far has been consumed
+                self._cond.wait()
+            self._reader_waiting = False
+            if not self._opened and self._bytes_read > self._config.max_header_bytes:
+                # Some demuxers (Ogg) scan garbage for a sync word for a long time; cut that short.
+                self._fail(
+                    DecodeError(
+                        DECODE_FAILED,
+                        f"no {self._describe()} audio stream found in the first "
+                        f"{self._config.max_header_bytes} bytes",
+                    )
+                )
+            if self._aborted or not self._pending:
+                return b""
+            size = len(self._pending) if size is None or size < 0 else min(size, len(self._pending))
+            data = bytes(self._pending[:size])
+            del self._pending[:size]
+            self._bytes_read += size
+            return data
+
+    def _emit(self, pieces: list[DecodedAudio]) -> None:
+        with self._cond:
+            while self._backlog_samples >= self._config.max_backlog_samples and not self._aborted:
+                self._cond.wait()
+            if self._aborted:
+                return
+            self._outputs += pieces
+            self._backlog_samples += sum(p.num_samples for p in pieces)
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        try:
+            self._demux()
+        except DecodeError as error:
+            with self._cond:
+                self._fail(error)
+        except Exception as error:  # any PyAV/FFmpeg failure is the input's fault, not the server's
+            with self._cond:
+                empty_stream = self._eof and self._bytes_written == 0  # start then stop: no error
+                if not self._aborted and not empty_stream:
+                    self._fail(self._explain(error))
+        finally:
+            with self._cond:
+                self._finished = True
+                self._reader_waiting = False
+                self._cond.notify_all()
+
+    def _explain(self, error: Exception) -> DecodeError:
+        error = getattr(error, "strerror", None) or error  # FFmpeg's words, without errno noise
+        if not self._opened:
+            return DecodeError(
+                DECODE_FAILED, f"the bytes are not a {self._describe()} audio stream: {error}"
+            )
+        return DecodeError(DECODE_FAILED, f"{self._describe()} stream is corrupt: {error}")
+
+    def _demux(self) -> None:
+        hint = self._fmt.container
+        options = {
+            "probesize": str(_PROBE_BYTES_WITH_HINT if hint else _PROBE_BYTES_NO_HINT),
+            "analyzeduration": str(_ANALYZE_DURATION_US),
+        }
+        with av.open(_Reader(self), mode="r", format=hint, options=options, buffer_size=_IO_BUFFER_BYTES) as container:
+            if not container.streams.audio:
+                raise DecodeError(DECODE_FAILED, f"the {self._describe()} stream has no audio track")
+            stream = container.streams.audio[0]
+            with self._cond:
+                self._opened = True
+            clock: _ClockedResampler | None = None
+            for packet in container.demux(stream):
+                if self._aborted:
+                    return
+                for frame in packet.decode():  # the final empty packet flushes the decoder
+                    if clock is None:
+                        # The first frame fixes the session's channel count (beyond 8: a 7.1 downmix).
+                        channels = min(frame.layout.nb_channels, MAX_CHANNELS)
+                        clock = _ClockedResampler(channels, _tolerance_samples(self._config))
+                    time_base = frame.time_base or stream.time_base
+                    start = _to_16k(frame.pts, time_base) if frame.pts is not None and time_base else None
+                    self._emit(clock.push(frame, start))
+            if clock is not None:
+                self._emit(clock.flush())
+
+
+class _Reader:
+    """The minimal file-like object PyAV reads from: `read` only, so FFmpeg treats it as a live,
+    unseekable stream and never tries to seek to the end for a duration."""
+
+    def __init__(self, source: _ContainerSource) -> None:
+        self.read = source.read
+
+
+# --- the public decoder -------------------------------------------------------------------------
+
+
+class AudioDecoder:
+    """One session's decoder: bytes in, `DecodedAudio` out. Not thread-safe; one call at a time.
+
+    `close` may be called from another thread while a call is in progress, and always releases
+    the demux thread. After a `DecodeError` from decode/flush the decoder is dead: every further
+    call raises the same error.
+    """
+
+    def __init__(self, fmt: AudioFormat, config: DecoderConfig = DecoderConfig()) -> None:
+        fmt.validate()
+        self.format = fmt
+        self.config = config
+        self.bytes_received = 0
+        if fmt.is_raw:
+            clock = _ClockedResampler(fmt.channels, _tolerance_samples(config))
+            self._source: _RawSource | _ContainerSource = _RawSource(fmt, clock)
+        else:
+            self._source = _ContainerSource(fmt, config)
+        self._closed = False
+        self._flushed = False
+        self._error: DecodeError | None = None
+
+    def decode(self, data: bytes) -> list[DecodedAudio]:
+        """Decode the next bytes of the stream; returns everything that became decodable."""
+        self._check_usable()
+        if len(data) > self.config.max_pending_bytes:
+            # Checked here too, so raw input gets the same bound as containers.
+            self._error = DecodeError(
+                INPUT_TOO_LARGE,
+                f"a {len(data)}-byte frame exceeds the limit of {self.config.max_pending_bytes} bytes",
+            )
+            raise self._error
+        self.bytes_received += len(data)
+        return self._guard(lambda: self._source.decode(data))
+
+    def flush(self) -> list[DecodedAudio]:
+        """End of stream: return the rest (resampler tail included). Further decode calls fail."""
+        self._check_usable()
+        self._flushed = True
+        return self._guard(self._source.flush)
+
+    def close(self) -> None:
+        """Release everything (the demux thread included). Idempotent; safe from another thread."""
+        self._closed = True
+        self._source.close()
+
+    def _check_usable(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise DecodeError(DECODER_CLOSED, "decoder is closed")
+        if self._flushed:
+            raise DecodeError(DECODER_CLOSED, "decoder was flushed; the stream has ended")
+
+    def _guard(self, call) -> list[DecodedAudio]:
+        try:
+            return _coalesce(call())
+        except DecodeError as error:
+            self._error = error
+            raise
+        except Exception as error:  # PyAV raises many types; a client's bytes must not crash the server
+            self._error = DecodeError(DECODE_FAILED, f"{self.format.encoding} audio could not be decoded: {error}")
+            raise self._error from error

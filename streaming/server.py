@@ -1,0 +1,132 @@
+"""The websocket server: routes, session admission, start-up and graceful shutdown.
+
+`Server` is an async context manager. Entering it warms the engine up and then starts listening
+on `/v1/stream` (plus `GET /healthz`); leaving it stops accepting, asks every live session to
+flush its finals, waits a grace period, then cancels what is left. State lives on the instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from model.api import Engine
+from streaming.config import HEALTH_PATH, NATIVE_STREAM_PATH, ServerConfig
+from streaming.events import Ended, Error, to_json
+from streaming.scheduler import Scheduler
+from streaming.session import Session, SessionContext
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    """Serves the native protocol for one engine."""
+
+    def __init__(self, config: ServerConfig, engine: Engine):
+        self.config = config
+        self.engine = engine
+        self.scheduler = Scheduler(engine, config.scheduler)
+        self._decode_executor = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
+        self._sessions: dict[str, Session] = {}
+        self._session_tasks: set[asyncio.Task] = set()
+        self._ws_server = None
+        self._ready = False
+
+    @property
+    def port(self) -> int:
+        return self._ws_server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"ws://{host}:{self.port}{NATIVE_STREAM_PATH}"
+
+    @property
+    def active_sessions(self) -> int:
+        return len(self._sessions)
+
+    async def __aenter__(self) -> "Server":
+        await self.scheduler.start()
+        await self.scheduler.warm_up()
+        limits = self.config.limits
+        self._ws_server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self._process_request,
+            max_size=limits.max_message_bytes,
+            max_queue=4,  # frames buffered by the library before TCP backpressure applies
+            ping_interval=20,
+            ping_timeout=20,
+        )
+        self._ready = True
+        log.info("patchstream listening on %s (engine %s)", self.url, self.engine.spec.name)
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.shutdown()
+
+    async def serve_forever(self) -> None:
+        await self._ws_server.serve_forever()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, let sessions flush for the grace period, then cancel the rest."""
+        if self._ws_server is None:
+            return
+        self._ready = False
+        self._ws_server.close(close_connections=False)
+        for session in list(self._sessions.values()):
+            session.request_shutdown()
+        if self._session_tasks:
+            _, pending = await asyncio.wait(self._session_tasks, timeout=self.config.shutdown_grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._ws_server.wait_closed()
+        self._ws_server = None
+        await self.scheduler.stop()
+        self._decode_executor.shutdown(wait=False, cancel_futures=True)
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == HEALTH_PATH:
+            if self._ready:
+                return connection.respond(http.HTTPStatus.OK, "ok\n")
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "warming up\n")
+        if path != NATIVE_STREAM_PATH:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, f"unknown path; the stream endpoint is {NATIVE_STREAM_PATH}\n")
+        return None
+
+    async def _handle(self, websocket: ServerConnection) -> None:
+        if len(self._sessions) >= self.config.limits.max_sessions or not self._ready:
+            code = "server_busy" if self._ready else "shutting_down"
+            await websocket.send(to_json(Error(code, f"server has {len(self._sessions)} sessions; try again later", True)))
+            await websocket.send(to_json(Ended("error")))
+            await websocket.close()
+            return
+        session_id = f"s-{secrets.token_hex(4)}"
+        context = SessionContext(
+            session_id=session_id,
+            scheduler=self.scheduler,
+            decode_executor=self._decode_executor,
+            limits=self.config.limits,
+            scheduler_config=self.config.scheduler,
+            engine_spec=self.engine.spec,
+        )
+        session = Session(websocket, context)
+        self._sessions[session_id] = session
+        task = asyncio.current_task()
+        self._session_tasks.add(task)
+        log.info("session %s opened from %s", session_id, websocket.remote_address)
+        try:
+            await session.run()
+        finally:
+            self._sessions.pop(session_id, None)
+            self._session_tasks.discard(task)
+            log.info("session %s closed", session_id)

@@ -1,0 +1,331 @@
+"""One live captioning session over one websocket: the thin async shell around the sans-I/O parts.
+
+It reads control and audio frames, decodes audio off the event loop, cuts it into 40 ms chunks,
+hands them to the scheduler, turns engine updates into caption events through the caption policy,
+and sends events through a bounded outbox. It owns no model work and no parsing logic.
+
+Tasks of a session: the receiver (control handled as soon as it is read), the media pipeline
+(decode → chunk → scheduler; its queue is bounded so a fast sender is slowed by TCP backpressure),
+the sender (outbox → websocket) and the stats ticker. Any fatal problem ends only this session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from websockets.exceptions import ConnectionClosed
+
+from model.api import CaptionUpdate, EngineSpec, samples_to_seconds
+from streaming.chunker import AudioChunker
+from streaming.config import LimitsConfig, SchedulerConfig
+from streaming.decode import AudioDecoder, DecodeError
+from streaming.events import Ended, Error, Event, Ready, Stats, to_json
+from streaming.outbox import Outbox, OutboxOverflow
+from streaming.policy import CaptionPolicy, CaptionPolicyConfig
+from streaming.scheduler import Scheduler, SessionSlot
+from streaming.wire import ProtocolError, StartMessage, StopMessage, parse_control
+
+log = logging.getLogger(__name__)
+
+MEDIA_QUEUE_FRAMES = 32  # binary frames waiting for decode; a full queue stops reading the socket
+END_OF_MEDIA = None  # media-queue marker: the client sent `stop`
+
+
+class SessionFatal(Exception):
+    """Ends the session with an error event (code, message)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SessionContext:
+    """What a session borrows from its server."""
+
+    session_id: str
+    scheduler: Scheduler
+    decode_executor: Executor  # PyAV decoding runs here, never on the event loop
+    limits: LimitsConfig
+    scheduler_config: SchedulerConfig
+    engine_spec: EngineSpec
+
+
+class Session:
+    """Serves one websocket connection from `start` to `ended`."""
+
+    def __init__(self, websocket, context: SessionContext):
+        self.ws = websocket
+        self.ctx = context
+        self.outbox = Outbox(context.limits.max_pending_finals)
+        self.policy: CaptionPolicy | None = None
+        self.slot: SessionSlot | None = None
+        self.decoder: AudioDecoder | None = None
+        self.chunker = AudioChunker()
+        self.start: StartMessage | None = None
+        self._media: asyncio.Queue[bytes | None] = asyncio.Queue(MEDIA_QUEUE_FRAMES)
+        self._fatal: asyncio.Future[SessionFatal] = asyncio.get_running_loop().create_future()
+        self._shutdown = asyncio.Event()
+        self._client_gone = False
+        self._received_samples = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        sender = asyncio.create_task(self._send_loop(), name=f"{self.ctx.session_id}-send")
+        ticker: asyncio.Task | None = None
+        reason = "error"
+        try:
+            self.start = await self._await_start()
+            await self._open(self.start)
+            self.outbox.put(Ready(self.ctx.session_id, self.ctx.engine_spec.name, self.ctx.engine_spec.sample_rate))
+            if self.start.stats:
+                ticker = asyncio.create_task(self._stats_loop(), name=f"{self.ctx.session_id}-stats")
+            reason = await self._stream()
+        except SessionFatal as fatal:
+            self._put_error(fatal.code, fatal.message, fatal=True)
+        except ConnectionClosed:
+            self._client_gone = True
+        except Exception as error:  # noqa: BLE001 - one session's bug must not reach the server
+            log.exception("session %s failed", self.ctx.session_id)
+            self._put_error("internal_error", f"internal server error: {error!r}", fatal=True)
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+            await self._release()
+        await self._end(sender, reason)
+
+    def request_shutdown(self) -> None:
+        """The server is stopping: finish like a `stop`, flushing finals, then end."""
+        self._shutdown.set()
+
+    async def _end(self, sender: asyncio.Task, reason: str) -> None:
+        if not self._client_gone:
+            received = samples_to_seconds(self._received_samples)
+            finals = self.policy.finals_emitted if self.policy else 0
+            try:
+                self.outbox.put(Ended(reason, received, finals))
+                await asyncio.wait_for(asyncio.shield(sender), self.ctx.limits.send_timeout_s)
+            except (OutboxOverflow, TimeoutError):
+                pass
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        if self._client_gone:
+            return
+        try:
+            await asyncio.wait_for(self.ws.close(), 5.0)
+        except (TimeoutError, ConnectionClosed):
+            self.ws.transport.abort()
+
+    async def _release(self) -> None:
+        if self.slot is not None:
+            await self.ctx.scheduler.close(self.slot)
+        if self.decoder is not None:
+            decoder, self.decoder = self.decoder, None
+            await asyncio.get_running_loop().run_in_executor(self.ctx.decode_executor, decoder.close)
+
+    # -- start -----------------------------------------------------------------------------------
+
+    async def _await_start(self) -> StartMessage:
+        deadline = asyncio.get_running_loop().time() + self.ctx.limits.start_timeout_s
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise SessionFatal("start_timeout", f"no `start` message within {self.ctx.limits.start_timeout_s:g} s")
+            try:
+                message = await asyncio.wait_for(self.ws.recv(), remaining)
+            except TimeoutError:
+                continue
+            if isinstance(message, bytes):
+                self._put_error("not_started", "binary audio received before `start`; send `start` first")
+                continue
+            try:
+                control = parse_control(message)
+            except ProtocolError as error:
+                self._reject(error)
+                continue
+            if isinstance(control, StopMessage):
+                self._put_error("not_started", "`stop` received before `start`")
+                continue
+            return control
+
+    def _reject(self, error: ProtocolError) -> None:
+        fatal = error.code in ("bad_start", "unsupported_encoding", "bad_format", "unsupported_task")
+        if fatal:
+            raise SessionFatal(error.code, error.message)
+        self._put_error(error.code, error.message)
+
+    async def _open(self, start: StartMessage) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self.decoder = await loop.run_in_executor(self.ctx.decode_executor, AudioDecoder, start.audio)
+        except DecodeError as error:
+            raise SessionFatal(error.code, error.message) from None
+        self.policy = CaptionPolicy(CaptionPolicyConfig(interim_results=start.interim_results))
+        self.slot = await self.ctx.scheduler.open(
+            start.options, self._on_update, self._on_engine_failure, self.ctx.limits.max_backlog_s
+        )
+
+    # -- streaming -------------------------------------------------------------------------------
+
+    async def _stream(self) -> str:
+        receiver = asyncio.create_task(self._receive_loop(), name=f"{self.ctx.session_id}-recv")
+        media = asyncio.create_task(self._media_loop(), name=f"{self.ctx.session_id}-media")
+        shutdown = asyncio.create_task(self._shutdown.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {receiver, media, shutdown, self._fatal}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if self._fatal.done():
+                raise self._fatal.result()
+            if shutdown in done:
+                receiver.cancel()
+                self._put_error("shutting_down", "the server is shutting down; flushing captions")
+                reason = "shutdown"
+            elif media in done:
+                media.result()  # re-raise its fatal error
+                reason = "error"
+            else:
+                reason = receiver.result()
+            await self._media.put(END_OF_MEDIA)
+            await self._until_fatal(media)
+            await self._until_fatal(self._finish())
+            return reason
+        finally:
+            for task in (receiver, media, shutdown):
+                task.cancel()
+            await asyncio.gather(receiver, media, shutdown, return_exceptions=True)
+
+    async def _until_fatal(self, awaitable):
+        """Await something, but give up as soon as the session has a fatal error."""
+        task = asyncio.ensure_future(awaitable)
+        await asyncio.wait({task, self._fatal}, return_when=asyncio.FIRST_COMPLETED)
+        if self._fatal.done():
+            task.cancel()
+            raise self._fatal.result()
+        return task.result()
+
+    async def _receive_loop(self) -> str:
+        limits = self.ctx.limits
+        while True:
+            try:
+                message = await asyncio.wait_for(self.ws.recv(), limits.idle_timeout_s)
+            except TimeoutError:
+                raise SessionFatal("idle_timeout", f"nothing received for {limits.idle_timeout_s:g} s") from None
+            if isinstance(message, bytes):
+                if len(message) > limits.max_frame_bytes:
+                    self._put_error(
+                        "frame_too_large",
+                        f"binary frame of {len(message)} bytes exceeds the {limits.max_frame_bytes}-byte limit;"
+                        " it was dropped — send smaller frames",
+                    )
+                    continue
+                if message:
+                    await self._media.put(message)
+                continue
+            try:
+                control = parse_control(message)
+            except ProtocolError as error:
+                self._reject(error)
+                continue
+            if isinstance(control, StopMessage):
+                return "stop"
+            self._put_error("already_started", "this session has already started; a second `start` was ignored")
+
+    async def _media_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        limit_samples = int(self.ctx.limits.max_session_s * self.ctx.engine_spec.sample_rate)
+        while True:
+            data = await self._media.get()
+            try:
+                if data is END_OF_MEDIA:
+                    decoded = await loop.run_in_executor(self.ctx.decode_executor, self.decoder.flush)
+                else:
+                    decoded = await loop.run_in_executor(self.ctx.decode_executor, self.decoder.decode, data)
+            except DecodeError as error:
+                raise SessionFatal(error.code, error.message) from None
+            chunks = [chunk for audio in decoded for chunk in self.chunker.push(audio)]
+            if data is END_OF_MEDIA:
+                chunks.extend(self.chunker.flush())
+            for chunk in chunks:
+                if chunk.end_sample > limit_samples:
+                    raise SessionFatal("session_limit", f"session exceeded {self.ctx.limits.max_session_s:g} s of media")
+                self._received_samples = max(self._received_samples, chunk.end_sample)
+                dropped = self.ctx.scheduler.submit(self.slot, chunk)
+                if dropped:
+                    self._put_error(
+                        "audio_dropped",
+                        f"the model fell behind; dropped {samples_to_seconds(dropped):.2f} s of audio",
+                    )
+            if data is END_OF_MEDIA:
+                return
+
+    async def _finish(self) -> None:
+        update = await self.ctx.scheduler.finish(self.slot)
+        for event in self.policy.finish(update):
+            self._put(event)
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def _on_update(self, update: CaptionUpdate) -> None:
+        if self.policy is None or self._fatal.done():
+            return
+        for event in self.policy.update(update):
+            self._put(event)
+
+    def _on_engine_failure(self, error: Exception) -> None:
+        self._set_fatal(SessionFatal("engine_error", f"the model failed on this session's audio: {error}"))
+
+    def _set_fatal(self, fatal: SessionFatal) -> None:
+        if not self._fatal.done():
+            self._fatal.set_result(fatal)
+
+    def _put(self, event: Event) -> None:
+        try:
+            self.outbox.put(event)
+        except OutboxOverflow as overflow:
+            self._set_fatal(SessionFatal("slow_consumer", f"client is not reading events: {overflow}"))
+
+    def _put_error(self, code: str, message: str, fatal: bool = False) -> None:
+        self._put(Error(code, message, fatal))
+
+    def _stats(self) -> Stats:
+        slot = self.slot
+        received = samples_to_seconds(self._received_samples)
+        processed = slot.processed_s if slot else 0.0
+        return Stats(
+            audio_received_s=received,
+            audio_processed_s=processed,
+            lag_s=max(0.0, received - processed),
+            backlog_s=slot.backlog_s if slot else 0.0,
+            dropped_audio_s=slot.dropped_s if slot else 0.0,
+            partials_coalesced=self.outbox.coalesced,
+        )
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.ctx.scheduler_config.stats_interval_s)
+            self._put(self._stats())
+
+    async def _send_loop(self) -> None:
+        timeout = self.ctx.limits.send_timeout_s
+        while True:
+            event = await self.outbox.get()
+            try:
+                await asyncio.wait_for(self.ws.send(to_json(event)), timeout)
+            except TimeoutError:
+                log.warning("session %s: client stopped reading; closing", self.ctx.session_id)
+                self._client_gone = True
+                self.ws.transport.abort()
+                self._set_fatal(SessionFatal("slow_consumer", f"a send blocked for {timeout:g} s"))
+                return
+            except ConnectionClosed:
+                self._client_gone = True
+                self._set_fatal(SessionFatal("client_gone", "the client closed the connection"))
+                return
+            if isinstance(event, Ended):
+                return
