@@ -9,7 +9,7 @@ as a fraction of the HBM-bandwidth bound: (bytes of weights one step reads) / ba
 What it is not: no accuracy check (tests/model/ holds those), no real weights, no multi-GPU.
 
     python -m bench.gemma4_bench                       # tiny on CPU, plus the 12B when cuda is available
-    python -m bench.gemma4_bench --configs 12b --compile --hbm-gbps 3350
+    python -m bench.gemma4_bench --configs 12b --hbm-gbps 3350   # compiled decode is the cuda default
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ HBM_GBPS = {"H200": 4800.0, "H100 PCIe": 2000.0, "H100 NVL": 3900.0, "H100": 335
 
 
 def tiny_config() -> Gemma4Config:
-    """The shape of the tests' tiny model (4 layers, width 64), with the real vocab so the head costs something."""
+    """The shape of the tests' tiny model: 4 layers, width 64, vocab 512, sliding window 8."""
     text = {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
             "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "global_head_dim": 32,
             "num_global_key_value_heads": 1, "attention_k_eq_v": True, "sliding_window": 8,
@@ -50,6 +50,7 @@ class Row:
 
     config: str  # "tiny" or "12b"
     device: str  # what ran it
+    step: str  # "eager" or "compiled" decode step
     batch: int  # streams advanced together
     prefill_tok_s: float  # appended tokens per second, all streams together
     decode_tok_s: float  # generated tokens per second, all streams together
@@ -90,7 +91,8 @@ def kv_bytes_per_audio_minute(model: Gemma4Unified, rollback_slack: int) -> int:
     return total
 
 
-def time_prefill(model: Gemma4Unified, batch: int, context: int, chunk: int, slack: int, device) -> tuple[float, gs.StreamState]:
+def time_prefill(model: Gemma4Unified, batch: int, context: int, chunk: int, slack: int,
+                 device) -> tuple[float, gs.StreamState]:
     """Append `context` audio soft tokens in chunks of `chunk`; returns (tokens/s, the state)."""
     d_audio = model.config.audio.audio_embed_dim
     state = gs.new_state(model, batch=batch, rollback_slack=max(slack, chunk), full_capacity=context + 512,
@@ -123,8 +125,10 @@ def time_decode(model: Gemma4Unified, state: gs.StreamState, steps: int, step, d
     return (time.perf_counter() - t0) / steps
 
 
-def make_step(use_compile: bool, device: torch.device):
+def make_step(use_compile: bool | None, device: torch.device):
     """The decode step, compiled when asked (CUDA graphs on GPU via reduce-overhead); eager if compile fails."""
+    if use_compile is None:
+        use_compile = device.type == "cuda"
     if not use_compile:
         return gs.decode_step
     mode = "reduce-overhead" if device.type == "cuda" else "default"
@@ -145,6 +149,7 @@ def bench_config(name: str, model: Gemma4Unified, device: torch.device, args) ->
     kv = kv_bytes_per_audio_minute(model, args.rollback_slack) / 2**20
     for batch in args.batches:
         step = make_step(args.compile, device)
+        step_kind = "eager" if step is gs.decode_step else "compiled"
         prefill_tps, state = time_prefill(model, batch, args.context, args.chunk, args.rollback_slack, device)
         mark_static(state)
         try:
@@ -153,10 +158,11 @@ def bench_config(name: str, model: Gemma4Unified, device: torch.device, args) ->
             print(f"# compiled decode failed ({type(err).__name__}: {err}); timing eager", file=sys.stderr)
             _, state = time_prefill(model, batch, args.context, args.chunk, args.rollback_slack, device)
             step_s = time_decode(model, state, args.steps, gs.decode_step, device)
+            step_kind = "eager"
         bound = None
         if batch == 1 and gbps:
             bound = (weights / (gbps * 1e9)) / step_s
-        rows.append(Row(name, device_name(device), batch, prefill_tps, batch / step_s, step_s * 1e3, kv, bound))
+        rows.append(Row(name, device_name(device), step_kind, batch, prefill_tps, batch / step_s, step_s * 1e3, kv, bound))
         del state
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -170,13 +176,13 @@ def device_name(device: torch.device) -> str:
 
 
 def print_table(rows: list[Row]) -> None:
-    head = (f"{'config':6} {'device':24} {'batch':>5} {'prefill tok/s':>14} {'decode tok/s':>13} "
+    head = (f"{'config':6} {'device':24} {'step':8} {'batch':>5} {'prefill tok/s':>14} {'decode tok/s':>13} "
             f"{'step ms':>9} {'KV MiB/stream/audio-min':>24} {'b1 decode / HBM bound':>22}")
     print(head)
     print("-" * len(head))
     for r in rows:
         frac = f"{100 * r.bound_fraction:.1f} %" if r.bound_fraction is not None else "-"
-        print(f"{r.config:6} {r.device[:24]:24} {r.batch:>5} {r.prefill_tok_s:>14,.0f} {r.decode_tok_s:>13,.1f} "
+        print(f"{r.config:6} {r.device[:24]:24} {r.step:8} {r.batch:>5} {r.prefill_tok_s:>14,.0f} {r.decode_tok_s:>13,.1f} "
               f"{r.decode_ms:>9.2f} {r.kv_mib_per_audio_min:>24.1f} {frac:>22}")
 
 
@@ -188,9 +194,11 @@ def parse_args(argv=None):
     p.add_argument("--chunk", type=int, default=None, help="prefill chunk (default 64 tiny, 256 12B)")
     p.add_argument("--steps", type=int, default=32, help="timed decode steps")
     p.add_argument("--rollback-slack", type=int, default=gs.DEFAULT_ROLLBACK_SLACK, help="ring slack, tokens")
-    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (CUDA graphs on GPU)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the decode step, CUDA graphs on GPU (default: on for cuda, off on CPU)")
     p.add_argument("--hbm-gbps", type=float, default=None, help="memory bandwidth, GB/s (default: by device name)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the tiny config")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads (1: the tiny model gains nothing from more; OpenMP spin-waits on a busy machine)")
     args = p.parse_args(argv)
     args.batches = [int(b) for b in args.batches.split(",")]
     return args

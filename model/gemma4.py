@@ -16,10 +16,9 @@ silent, the transformers 5.23.0 source. Nothing here imports transformers or `st
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -80,7 +79,8 @@ class TextConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TextConfig":
-        """Accept the hub json (`global_head_dim`, `num_global_key_value_heads`) and the 5.23.0 one (`per_layer_config`)."""
+        """Accept the hub json (`global_head_dim`, `num_global_key_value_heads`) and the one transformers 5.23.0
+        writes (`per_layer_config`)."""
         base = _known(cls, d)
         n_layers = base.get("num_hidden_layers", cls.num_hidden_layers)
         layer_types = d.get("layer_types") or [
@@ -231,7 +231,8 @@ def rope_inv_freq(rope: RopeConfig, head_dim: int) -> torch.Tensor:
     return inv / rope.factor
 
 
-def rope_cos_sin(inv_freq: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_cos_sin(inv_freq: torch.Tensor, positions: torch.Tensor,
+                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """positions (B, T) -> cos, sin (B, T, 1, D), computed in fp32 then cast (as the reference does)."""
     freqs = positions[..., None].float() * inv_freq.float()  # (B, T, D/2)
     emb = torch.cat([freqs, freqs], dim=-1)  # rotate-half pairing: dim j with j + D/2
@@ -276,14 +277,18 @@ class Attention(nn.Module):
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """q (B, H, T, D), k/v (B, KV, S, D), mask (B, 1, T, S) bool -> (B, T, d)."""
-        if self.n_kv != self.n_heads:
-            # Query head h reads KV head h // (H / KV): repeat_interleave keeps that order.
-            k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)
-            v = v.repeat_interleave(self.n_heads // self.n_kv, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)  # (B, H, T, D)
-        B, _, T, _ = out.shape
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+        """q (B, H, T, D), k/v (B, KV, S, D), mask (B|1, 1, T, S) bool -> (B, T, d).
+
+        GQA without copying K/V: query head h = kv * G + g reads KV head kv, so the G query heads of one KV head
+        are folded into the query-length axis (B, KV, G*T, D) and the mask is tiled G times along it. Same dot
+        products as repeating K/V, but decode reads each cached K/V once instead of materialising G copies.
+        """
+        B, H, T, D = q.shape
+        G = H // self.n_kv
+        q = q.reshape(B, self.n_kv, G * T, D)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.repeat(1, 1, G, 1), scale=1.0)
+        out = out.view(B, H, T, D).transpose(1, 2)  # (B, T, H, D), heads in order
+        return self.o_proj(out.reshape(B, T, H * D))
 
 
 class MLP(nn.Module):
@@ -429,7 +434,9 @@ class TextDecoder(nn.Module):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (B, T) -> (B, T, d) times sqrt(d), the scale cast to the weight dtype first (62.0 in bf16)."""
         w = self.embed_tokens.weight
-        scale = torch.tensor(self.cfg.hidden_size**0.5, device=w.device).to(w.dtype)
+        # A Python float already rounded to the weight dtype: same product as the reference's bf16 buffer, and no
+        # host-to-device copy (a sync) per decode step.
+        scale = torch.tensor(self.cfg.hidden_size**0.5).to(w.dtype).item()
         return F.embedding(ids, w) * scale
 
     def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -572,7 +579,9 @@ class ReferenceOutput:
     """What `reference_outputs` returns."""
 
     logits: torch.Tensor  # (B, T, vocab), soft-capped, no suppression (as transformers' forward)
-    hidden_states: list[torch.Tensor]  # L + 1 entries (B, T, d): the input of each layer (0 = embeddings), then the final-normed output
+    # L + 1 entries (B, T, d): the input of each layer (entry 0 = embeddings), then the final-normed output;
+    # the same layout as transformers' `output_hidden_states`.
+    hidden_states: list[torch.Tensor]
 
 
 class Gemma4Unified(nn.Module):

@@ -2,8 +2,8 @@
 
 What this is: gpt-fast style functions over an explicit `StreamState` (one per session; rows of a batch advance
 together). `prefill` appends any number of new tokens -- text, audio frames one by one or in blocks, a whole
-image or video-frame block -- and returns the last token's logits; `decode_one_token` is the separate hot step
-(the only thing worth compiling); `rollback` returns the session to an earlier position, e.g. to drop a prompt
+image or video-frame block -- and returns the last token's logits; `decode_step` is the separate hot step (the
+only thing worth compiling; `decode_one_token` wraps its bookkeeping); `rollback` returns the session to an earlier position, e.g. to drop a prompt
 suffix and generated text and go on appending audio. Logits equal one full forward over the same tokens.
 
 What this is not: no scheduling, batching of sessions at different positions, or eviction policy (the engine's
@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from model.gemma4 import FULL, MM_IMAGE, MM_TEXT, MM_VIDEO, AttentionContext, Gemma4Unified
+from model.gemma4 import FULL, MM_IMAGE, MM_VIDEO, AttentionContext, Gemma4Unified
 from model.kv_cache import FullKVCache, RingKVCache
 
 DEFAULT_ROLLBACK_SLACK = 256  # tokens a session can roll back on sliding layers (a caption suffix + its decode)
@@ -28,9 +28,9 @@ DEFAULT_FULL_CAPACITY = 4096  # initial full-layer slots per session; doubles wh
 class StreamState:
     """One session's decoder state. Pass it explicitly; never share it between sessions."""
 
-    caches: list  # one RingKVCache (sliding) or FullKVCache (full) per layer
-    position: int = 0  # absolute position of the next token
-    last_token_type: int = MM_TEXT  # mm type of the last appended token, to refuse split vision blocks
+    caches: list[RingKVCache | FullKVCache]  # one per layer: a ring on sliding layers, a growing buffer on full
+    position: int = 0  # absolute position of the next token (the same for every row)
+    last_types: torch.Tensor | None = None  # (B,) mm type of each row's last token, to refuse split vision blocks
 
 
 def new_state(model: Gemma4Unified, batch: int = 1, rollback_slack: int = DEFAULT_ROLLBACK_SLACK,
@@ -51,12 +51,15 @@ def new_state(model: Gemma4Unified, batch: int = 1, rollback_slack: int = DEFAUL
 
 def _check_blocks(state: StreamState, mm_token_type_ids: torch.Tensor | None) -> None:
     """A vision block (one image / one video frame) must arrive in one call: its queries see each other."""
-    types = mm_token_type_ids[0] if mm_token_type_ids is not None else None
-    first = int(types[0]) if types is not None else MM_TEXT
-    vision = (MM_IMAGE, MM_VIDEO)
-    if state.last_token_type in vision and first == state.last_token_type:
-        raise ValueError("a vision block was split across prefill calls; send each image / video frame whole")
-    state.last_token_type = int(types[-1]) if types is not None else MM_TEXT
+    if mm_token_type_ids is None:
+        state.last_types = None
+        return
+    if state.last_types is not None:
+        prev, first = state.last_types, mm_token_type_ids[:, 0]
+        continues = ((prev == MM_IMAGE) | (prev == MM_VIDEO)) & (first == prev)
+        if bool(continues.any()):
+            raise ValueError("a vision block was split across prefill calls; send each image / video frame whole")
+    state.last_types = mm_token_type_ids[:, -1]
 
 
 @torch.no_grad()
@@ -109,7 +112,7 @@ def decode_one_token(model: Gemma4Unified, state: StreamState, token: torch.Tens
     for c in state.caches:
         c.commit(1)
     state.position += 1
-    state.last_token_type = MM_TEXT
+    state.last_types = None
     return logits
 
 
@@ -120,7 +123,7 @@ def rollback(state: StreamState, position: int) -> None:
     for c in state.caches:
         c.rollback(position)
     state.position = position
-    state.last_token_type = MM_TEXT
+    state.last_types = None
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -118,7 +118,9 @@ class FullKVCache:
         k = self.k.new_zeros(*self.k.shape[:2], cap, self.k.shape[3])
         v = torch.zeros_like(k)
         pos = self.pos.new_full((cap,), -1)
-        k[:, :, : self.n], v[:, :, : self.n], pos[: self.n] = self.k[:, :, : self.n], self.v[:, :, : self.n], self.pos[: self.n]
+        k[:, :, : self.n] = self.k[:, :, : self.n]
+        v[:, :, : self.n] = self.v[:, :, : self.n]
+        pos[: self.n] = self.pos[: self.n]
         self.k, self.v, self.pos = k, v, pos
 
     def update(self, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor):

@@ -28,6 +28,8 @@ class StabilizerConfig:
     """Knobs of the commit policy."""
 
     max_tentative_s: float = 2.0  # commit a word once it ends this far before the decoded audio end
+    edge_s: float = 0.2  # agreement commits only words ending this far before the audio end:
+    # a word cut by the buffer end is often misheard the same way twice ("two" → "to")
     overlap_s: float = 0.0  # a new word centred before committed end + this repeats a committed one
     ngram_guard: int = 4  # up to this many leading words that repeat the committed tail are dropped
 
@@ -66,6 +68,8 @@ class Stabilizer:
             agreed = len(fresh)
         else:
             agreed = self._agreement(fresh)
+            while agreed and fresh[agreed - 1].end > audio_end - self.config.edge_s:
+                agreed -= 1
             # Old words are final even without agreement: they will not get better, only later.
             while agreed < len(fresh) and fresh[agreed].end <= audio_end - self.config.max_tentative_s:
                 agreed += 1

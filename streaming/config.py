@@ -32,7 +32,6 @@ class SchedulerConfig:
     """How model work is shared between sessions."""
 
     stats_interval_s: float = 2.0  # period of `stats` events to each client
-    idle_poll_s: float = 0.02  # how long the scheduler sleeps when no session has enough audio
 
 
 @dataclass(frozen=True)

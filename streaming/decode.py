@@ -225,7 +225,9 @@ class _ClockedResampler:
         return out
 
     def _start(self, key: tuple, rate: int, anchor: int) -> None:
-        self._resampler = av.AudioResampler(format=_OUTPUT_SAMPLE_FORMAT, layout=self._layout, rate=SAMPLE_RATE)
+        self._resampler = av.AudioResampler(
+            format=_OUTPUT_SAMPLE_FORMAT, layout=self._layout, rate=SAMPLE_RATE
+        )
         self._input_key = key
         self._anchor, self._in_samples, self._in_rate, self._out_samples = anchor, 0, rate, 0
 
@@ -233,6 +235,9 @@ class _ClockedResampler:
         out = []
         for frame in frames:
             samples = np.ascontiguousarray(frame.to_ndarray(), dtype=np.float32)  # (C, n)
+            if not np.isfinite(samples).all():
+                # pcm_f32le clients can send NaN/inf; one of them would poison every model frame after.
+                samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
             out.append(DecodedAudio(samples, self._anchor + self._out_samples))
             self._out_samples += samples.shape[1]
         return out
@@ -483,7 +488,8 @@ class _ContainerSource:
             "probesize": str(_PROBE_BYTES_WITH_HINT if hint else _PROBE_BYTES_NO_HINT),
             "analyzeduration": str(_ANALYZE_DURATION_US),
         }
-        with av.open(_Reader(self), mode="r", format=hint, options=options, buffer_size=_IO_BUFFER_BYTES) as container:
+        reader = _Reader(self)
+        with av.open(reader, "r", format=hint, options=options, buffer_size=_IO_BUFFER_BYTES) as container:
             if not container.streams.audio:
                 raise DecodeError(DECODE_FAILED, f"the {self._describe()} stream has no audio track")
             stream = container.streams.audio[0]
@@ -577,5 +583,7 @@ class AudioDecoder:
             self._error = error
             raise
         except Exception as error:  # PyAV raises many types; a client's bytes must not crash the server
-            self._error = DecodeError(DECODE_FAILED, f"{self.format.encoding} audio could not be decoded: {error}")
+            self._error = DecodeError(
+                DECODE_FAILED, f"{self.format.encoding} audio could not be decoded: {error}"
+            )
             raise self._error from error

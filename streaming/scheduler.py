@@ -184,10 +184,7 @@ class Scheduler:
             batch = self._pick()
             if not batch:
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.config.idle_poll_s * 50)
-                except TimeoutError:
-                    pass
+                await self._wake.wait()
                 continue
             await self._step(batch)
 

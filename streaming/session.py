@@ -117,7 +117,8 @@ class Session:
         if self._client_gone:
             return
         try:
-            await asyncio.wait_for(self.ws.close(), 5.0)
+            async with asyncio.timeout(5.0):
+                await self.ws.close()
         except (TimeoutError, ConnectionClosed):
             self.ws.transport.abort()
 
@@ -137,7 +138,8 @@ class Session:
             if remaining <= 0:
                 raise SessionFatal("start_timeout", f"no `start` message within {self.ctx.limits.start_timeout_s:g} s")
             try:
-                message = await asyncio.wait_for(self.ws.recv(), remaining)
+                async with asyncio.timeout(remaining):
+                    message = await self.ws.recv()
             except TimeoutError:
                 continue
             if isinstance(message, bytes):
@@ -213,7 +215,10 @@ class Session:
         limits = self.ctx.limits
         while True:
             try:
-                message = await asyncio.wait_for(self.ws.recv(), limits.idle_timeout_s)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that lands as recv completes, and this task would then never stop.
+                async with asyncio.timeout(limits.idle_timeout_s):
+                    message = await self.ws.recv()
             except TimeoutError:
                 raise SessionFatal("idle_timeout", f"nothing received for {limits.idle_timeout_s:g} s") from None
             if isinstance(message, bytes):
@@ -316,7 +321,8 @@ class Session:
         while True:
             event = await self.outbox.get()
             try:
-                await asyncio.wait_for(self.ws.send(to_json(event)), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.ws.send(to_json(event))
             except TimeoutError:
                 log.warning("session %s: client stopped reading; closing", self.ctx.session_id)
                 self._client_gone = True

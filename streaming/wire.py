@@ -10,12 +10,10 @@ import json
 from dataclasses import dataclass
 
 from model.api import SessionOptions
-from streaming.decode import AudioFormat, DecodeError
+from streaming.decode import ENCODINGS, AudioFormat, DecodeError
 
 MAX_CONTROL_BYTES = 64 * 1024  # a control message larger than this is not a control message
 MAX_PROMPT_CHARS = 2_000  # bias text; longer prompts only slow decoding down
-RAW_ENCODINGS = ("pcm_s16le", "pcm_f32le", "mulaw", "alaw")
-CONTAINER_ENCODING = "container"
 
 
 class ProtocolError(Exception):
@@ -53,11 +51,10 @@ def _require(condition: bool, code: str, message: str) -> None:
 def _parse_audio_format(audio: object) -> AudioFormat:
     _require(isinstance(audio, dict), "bad_start", "`audio` must be an object describing the stream")
     encoding = audio.get("encoding")
-    known = RAW_ENCODINGS + (CONTAINER_ENCODING,)
     _require(
-        encoding in known,
+        encoding in ENCODINGS,
         "unsupported_encoding",
-        f"unknown audio encoding {encoding!r}; use one of {', '.join(known)}",
+        f"unknown audio encoding {encoding!r}; use one of {', '.join(ENCODINGS)}",
     )
     for key in ("sample_rate", "channels"):
         value = audio.get(key)
@@ -74,8 +71,7 @@ def _parse_audio_format(audio: object) -> AudioFormat:
             sample_rate=audio.get("sample_rate"),
             channels=audio.get("channels"),
             container=container,
-        )
-        fmt.validate()
+        )  # the constructor validates rates, channel counts and container names
     except DecodeError as error:
         raise ProtocolError(error.code, error.message) from None
     return fmt

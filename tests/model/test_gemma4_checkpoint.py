@@ -91,7 +91,8 @@ def test_missing_or_unexpected_tensors_are_errors(saved, tmp_path):
     _config_copy(path, tmp_path)
     with pytest.raises(ValueError, match="lacks 1 tensors"):
         Gemma4Unified.from_pretrained(tmp_path)
-    state["model.language_model.layers.2.mlp.up_proj.weight"] = hf.state_dict()["model.language_model.layers.2.mlp.up_proj.weight"]
+    up = "model.language_model.layers.2.mlp.up_proj.weight"
+    state[up] = hf.state_dict()[up].clone()
     state["model.language_model.layers.2.mlp.extra.weight"] = torch.zeros(2)
     _write_sharded(tmp_path, state, n_shards=1)
     with pytest.raises(KeyError, match="extra"):
@@ -121,8 +122,8 @@ def _spec_12b_tensors() -> dict[str, tuple[int, ...]]:
         full = (i + 1) % 6 == 0
         hd, kv = (512, 1) if full else (256, 8)
         p = f"model.language_model.layers.{i}."
-        for n in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"):
-            out[p + n + ".weight"] = (d,)
+        for n in ("input", "post_attention", "pre_feedforward", "post_feedforward"):
+            out[p + n + "_layernorm.weight"] = (d,)
         out[p + "layer_scalar"] = (1,)
         out[p + "self_attn.q_proj.weight"] = (16 * hd, d)
         out[p + "self_attn.k_proj.weight"] = (kv * hd, d)

@@ -6,6 +6,7 @@ the tensors its processor would produce, by hand: nothing downloads, and model/g
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -37,7 +38,7 @@ def _make_torchvision_importable() -> None:
     does every transformers model import. These tests never run torchvision ops, so declare the two schemas its
     import registers fake kernels for, and import it again. (test_gemma4_processing.py does the same.)"""
     try:
-        import torchvision  # noqa: F401
+        importlib.import_module("torchvision")
         return
     except ImportError:
         return
@@ -50,7 +51,7 @@ def _make_torchvision_importable() -> None:
     lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     _TORCHVISION_OPS.append(lib)
-    import torchvision  # noqa: F401,F811
+    importlib.import_module("torchvision")
 
 
 def tiny_hf_config(sliding_window: int = 8):
@@ -220,3 +221,15 @@ def test_global_kv_heads_apply_only_when_k_equals_v():
 
 def test_12b_config_helper_matches_hub_json():
     assert gemma4_12b_config().text == Gemma4Config.from_dict({"text_config": HUB_TEXT_CONFIG}).text
+
+
+def test_model_files_import_neither_transformers_nor_streaming():
+    """The from-scratch model stands alone: transformers is test-only and model/ never imports streaming/."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2] / "model"
+    for name in ("gemma4.py", "kv_cache.py", "gemma4_stream.py"):
+        tree = ast.parse((root / name).read_text())
+        modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        modules |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not {m for m in modules if m.split(".")[0] in ("transformers", "streaming")}, name

@@ -65,7 +65,8 @@ def test_odd_packet_sizes_give_the_same_frames_as_one_push(channels, seed):
     np.testing.assert_array_equal(timeline(pieces), timeline(whole))
     if channels > 1:
         np.testing.assert_array_equal(
-            np.concatenate([c.channels for c in pieces], axis=1), np.concatenate([c.channels for c in whole], axis=1)
+            np.concatenate([c.channels for c in pieces], axis=1),
+            np.concatenate([c.channels for c in whole], axis=1),
         )
     assert pieces[0].start_sample == 0 and pieces[-1].end_sample == whole[-1].end_sample
 
@@ -76,7 +77,8 @@ def test_unstamped_pieces_follow_the_previous_one():
     unstamped = split(samples, seed=4, start=1_234)
     unstamped = [unstamped[0]] + [audio(p.samples, None) for p in unstamped[1:]]
     chained, _ = run(unstamped)
-    assert [(c.start_sample, len(c.samples)) for c in chained] == [(c.start_sample, len(c.samples)) for c in stamped]
+    layout = [(c.start_sample, len(c.samples)) for c in stamped]
+    assert [(c.start_sample, len(c.samples)) for c in chained] == layout
     np.testing.assert_array_equal(timeline(chained), timeline(stamped))
 
 
@@ -212,7 +214,8 @@ def test_timestamp_reset_backwards_is_a_discontinuity_not_a_long_trim():
 
 
 def test_counters_track_received_emitted_filled_and_trimmed():
-    chunks, chunker = run([audio(noise(1, 1_000), 0), audio(noise(1, 1_000), 1_500), audio(noise(1, 100), 2_400)])
+    pieces = [audio(noise(1, 1_000), 0), audio(noise(1, 1_000), 1_500), audio(noise(1, 100), 2_400)]
+    chunks, chunker = run(pieces)
     stats = chunker.stats
     assert stats.samples_received == 2_100
     assert stats.gap_filled_samples == 500 + (4 * FRAME - 2_500)  # the gap, then flush padding
@@ -238,7 +241,8 @@ def test_config_rejects_a_gap_bound_shorter_than_a_frame():
 def test_decoder_then_chunker_in_odd_pieces_equals_one_piece():
     rate, seconds = 44_100, 1.5
     t = np.arange(int(rate * seconds)) / rate
-    pcm = (np.stack([np.sin(2 * np.pi * 300 * t), np.sin(2 * np.pi * 700 * t)]).T * 16_000).astype("<i2").tobytes()
+    stereo = np.stack([np.sin(2 * np.pi * 300 * t), np.sin(2 * np.pi * 700 * t)])  # (2, n)
+    pcm = (stereo.T * 16_000).astype("<i2").tobytes()  # interleaved s16
     fmt = AudioFormat("pcm_s16le", sample_rate=rate, channels=2)
 
     def chunks_for(sizes_seed: int | None) -> list[AudioChunk]:
@@ -255,5 +259,6 @@ def test_decoder_then_chunker_in_odd_pieces_equals_one_piece():
         return out + chunker.flush()
 
     whole, pieces = chunks_for(None), chunks_for(11)
-    assert pieces[-1].end_sample == whole[-1].end_sample == int(np.ceil(seconds * SAMPLE_RATE / FRAME)) * FRAME
+    frames = int(np.ceil(seconds * SAMPLE_RATE / FRAME))
+    assert pieces[-1].end_sample == whole[-1].end_sample == frames * FRAME
     np.testing.assert_allclose(timeline(pieces), timeline(whole), atol=1e-6)
