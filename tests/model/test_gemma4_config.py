@@ -6,9 +6,7 @@ the tensors its processor would produce, by hand: nothing downloads, and model/g
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,33 +23,8 @@ PATCH_DIM = 6 * 6 * 3  # 2 px teacher patches x 3 pooling -> 6 px model patches
 
 
 def import_transformers():
-    """transformers 5.23.0, or skip with a message."""
-    _make_torchvision_importable()
+    """transformers 5.23.0, or skip with a message (tests/conftest.py made torchvision importable)."""
     return pytest.importorskip("transformers", reason="parity tests need transformers==5.23.0 (pip install '.[test]')")
-
-
-_TORCHVISION_OPS: list = []  # keeps the op-schema library alive
-
-
-def _make_torchvision_importable() -> None:
-    """A CUDA torchvision wheel beside CPU torch fails at import (its C ops never register `nms`), and then so
-    does every transformers model import. These tests never run torchvision ops, so declare the two schemas its
-    import registers fake kernels for, and import it again. (test_gemma4_processing.py does the same.)"""
-    try:
-        importlib.import_module("torchvision")
-        return
-    except ImportError:
-        return
-    except RuntimeError as err:
-        if "torchvision::" not in str(err):
-            raise
-    for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
-        del sys.modules[name]
-    lib = torch.library.Library("torchvision", "FRAGMENT")
-    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _TORCHVISION_OPS.append(lib)
-    importlib.import_module("torchvision")
 
 
 def tiny_hf_config(sliding_window: int = 8):

@@ -65,7 +65,7 @@ def test_vision_embedder_alone_matches_transformers(pair):
     inputs = media_inputs("image")
     with torch.no_grad():
         ref = torch.cat(hf.model.get_image_features(inputs["pixel_values"], inputs["image_position_ids"]).pooler_output)
-    got = ours._valid_vision(inputs["pixel_values"], inputs["image_position_ids"])
+    got = ours.vision_soft_tokens(inputs["pixel_values"], inputs["image_position_ids"])
     assert got.shape == ref.shape == (10, 64)
     assert rel_err(ref, got) < TOL
 
@@ -79,20 +79,23 @@ def test_audio_embedder_alone_matches_transformers(pair):
     assert rel_err(ref, got) < TOL
 
 
-def test_bf16_matches_transformers_to_bf16_noise(tmp_path):
-    """bf16 end to end (embed scale 8 -> bf16, fp32 norms, bf16 RoPE tables, bf16 head): the embeddings are
-    bit-identical and the logits differ from transformers' eager path no more than its own sdpa path does."""
-    import_transformers()
-    hf = save_tiny(tmp_path).to(torch.bfloat16)
+def test_bf16_matches_transformers_bf16(tmp_path):
+    """bf16 end to end, both loaded from the same checkpoint with dtype=bfloat16. Against transformers' sdpa path
+    the hidden states and logits came out bit-identical on the dev machine (the tolerance allows other CPU kernels);
+    its eager path rounds the attention differently, and we stay within its own eager-vs-sdpa distance."""
+    tf = import_transformers()
+    save_tiny(tmp_path)
     ours = Gemma4Unified.from_pretrained(tmp_path, dtype=torch.bfloat16)
     assert ours.decoder.embed_tokens.weight.dtype == torch.bfloat16
     inputs = media_inputs("all")
-    eager = hf_forward(hf, inputs, True)
-    hf.config._attn_implementation = hf.model.language_model.config._attn_implementation = "sdpa"
-    sdpa = hf_forward(hf, inputs, True)
+    ref = {impl: hf_forward(tf.Gemma4UnifiedForConditionalGeneration.from_pretrained(
+        tmp_path, dtype=torch.bfloat16, attn_implementation=impl), inputs, True) for impl in ("sdpa", "eager")}
     got = ours.reference_outputs(**inputs, vision_bidirectional_on_full_layers=True)
-    assert torch.equal(got.hidden_states[0], eager.hidden_states[0])
-    assert rel_err(eager.logits, got.logits) <= 1.5 * rel_err(eager.logits, sdpa.logits)
+    assert torch.equal(got.hidden_states[0], ref["sdpa"].hidden_states[0])  # embed scale 8.0 in bf16, soft tokens
+    for r, g in zip(ref["sdpa"].hidden_states, got.hidden_states):
+        assert rel_err(r, g) < 1e-2
+    assert rel_err(ref["sdpa"].logits, got.logits) < 1e-2
+    assert rel_err(ref["eager"].logits, got.logits) <= 1.5 * rel_err(ref["eager"].logits, ref["sdpa"].logits) + 1e-2
 
 
 def test_placeholder_count_mismatch_is_an_error(pair):

@@ -230,6 +230,7 @@ async def test_health_endpoint_and_unknown_path(server):
     with pytest.raises(urllib.error.HTTPError) as error:
         await loop.run_in_executor(None, lambda: urllib.request.urlopen(f"{base}/nope", timeout=5))
     assert error.value.code == 404
+    error.value.close()  # an open error response would keep the connection (and shutdown) waiting
 
 
 async def test_shutdown_flushes_finals_to_live_sessions():
