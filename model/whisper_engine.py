@@ -120,6 +120,10 @@ class WhisperSession:
             base_index, base_media = anchor_index, anchor_media
         return base_media + (index - base_index)
 
+    def piece_start(self, index: int) -> int:
+        """Buffer index where the contiguous piece holding `index` begins."""
+        return max([i for i, _ in self.anchors if i <= index], default=0)
+
     def media_seconds(self, index: int) -> float:
         return samples_to_seconds(self.media_sample(index))
 
@@ -353,10 +357,13 @@ class WhisperEngine:
             end = min(max(float(a["end"]), start), region_s)
             if not self._voiced(session, start, end):
                 continue  # text over audio the VAD calls silence is invented
+            first, last = int(start * SAMPLE_RATE), int(end * SAMPLE_RATE)
+            # A word cannot straddle a jump in media time: it belongs to the piece it ends in.
+            first = max(first, session.piece_start(last))
             words.append(Word(
                 text=a["word"].strip(),
-                start=session.media_seconds(int(start * SAMPLE_RATE)),
-                end=session.media_seconds(int(end * SAMPLE_RATE)),
+                start=session.media_seconds(first),
+                end=session.media_seconds(last),
                 probability=float(a["probability"]),
             ))
         audio_end = session.media_seconds(region_end)

@@ -92,6 +92,15 @@ class Ended:
     type: str = "ended"
 
 
+class CodedError(Exception):
+    """A failure that becomes an `error` event: a code from docs/protocol.md and a message."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 Event = Ready | CaptionPartial | CaptionFinal | Stats | Error | Ended
 
 

@@ -22,7 +22,7 @@ from model.api import CaptionUpdate, EngineSpec, samples_to_seconds
 from streaming.chunker import AudioChunker
 from streaming.config import LimitsConfig, SchedulerConfig
 from streaming.decode import AudioDecoder, DecodeError
-from streaming.events import Ended, Error, Event, Ready, Stats, to_json
+from streaming.events import CodedError, Ended, Error, Event, Ready, Stats, to_json
 from streaming.outbox import Outbox, OutboxOverflow
 from streaming.policy import CaptionPolicy, CaptionPolicyConfig
 from streaming.scheduler import Scheduler, SessionSlot
@@ -32,15 +32,12 @@ log = logging.getLogger(__name__)
 
 MEDIA_QUEUE_FRAMES = 32  # binary frames waiting for decode; a full queue stops reading the socket
 END_OF_MEDIA = None  # media-queue marker: the client sent `stop`
+# A `start` that cannot be served ends the session; other bad messages are only rejected.
+FATAL_START_ERRORS = frozenset({"bad_start", "unsupported_encoding", "bad_format", "unsupported_task"})
 
 
-class SessionFatal(Exception):
+class SessionFatal(CodedError):
     """Ends the session with an error event (code, message)."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -145,21 +142,21 @@ class Session:
             if isinstance(message, bytes):
                 self._put_error("not_started", "binary audio received before `start`; send `start` first")
                 continue
-            try:
-                control = parse_control(message)
-            except ProtocolError as error:
-                self._reject(error)
-                continue
+            control = self._parse(message)
             if isinstance(control, StopMessage):
                 self._put_error("not_started", "`stop` received before `start`")
-                continue
-            return control
+            elif control is not None:
+                return control
 
-    def _reject(self, error: ProtocolError) -> None:
-        fatal = error.code in ("bad_start", "unsupported_encoding", "bad_format", "unsupported_task")
-        if fatal:
-            raise SessionFatal(error.code, error.message)
-        self._put_error(error.code, error.message)
+    def _parse(self, text: str) -> StartMessage | StopMessage | None:
+        """A control message, or None after telling the client what was wrong with it."""
+        try:
+            return parse_control(text)
+        except ProtocolError as error:
+            if error.code in FATAL_START_ERRORS:
+                raise SessionFatal(error.code, error.message) from None
+            self._put_error(error.code, error.message)
+            return None
 
     async def _open(self, start: StartMessage) -> None:
         loop = asyncio.get_running_loop()
@@ -232,14 +229,11 @@ class Session:
                 if message:
                     await self._media.put(message)
                 continue
-            try:
-                control = parse_control(message)
-            except ProtocolError as error:
-                self._reject(error)
-                continue
+            control = self._parse(message)
             if isinstance(control, StopMessage):
                 return "stop"
-            self._put_error("already_started", "this session has already started; a second `start` was ignored")
+            if control is not None:
+                self._put_error("already_started", "this session has already started; a second `start` was ignored")
 
     async def _media_loop(self) -> None:
         loop = asyncio.get_running_loop()

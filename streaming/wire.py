@@ -11,18 +11,14 @@ from dataclasses import dataclass
 
 from model.api import SessionOptions
 from streaming.decode import ENCODINGS, AudioFormat, DecodeError
+from streaming.events import CodedError
 
 MAX_CONTROL_BYTES = 64 * 1024  # a control message larger than this is not a control message
 MAX_PROMPT_CHARS = 2_000  # bias text; longer prompts only slow decoding down
 
 
-class ProtocolError(Exception):
-    """A client message broke the protocol. `code` is machine-readable."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class ProtocolError(CodedError):
+    """A client message broke the protocol."""
 
 
 @dataclass(frozen=True)
