@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import io
 import os
 import shutil
 import subprocess
@@ -223,7 +224,7 @@ def _synthesize_with_command(text: str, config: VoiceConfig) -> tuple[np.ndarray
         [exe, "-v", config.voice, "-s", str(config.words_per_minute), "--stdout", text],
         check=True, capture_output=True,
     ).stdout
-    with av.open(__import__("io").BytesIO(wav), format="wav") as container:
+    with av.open(io.BytesIO(wav), format="wav") as container:
         stream = container.streams.audio[0]
         rate = stream.rate
         pcm = np.concatenate(

@@ -5,10 +5,14 @@ the not-yet-committed audio every step and hands each hypothesis (words with med
 `Stabilizer.update`; the stabilizer returns the words it now commits (never revised, never
 repeated) and the tentative tail that replaces the previous one. Words are committed when
 
-- two consecutive hypotheses agree on them (LocalAgreement-2, compared on normalised text), or
+- two hypotheses, the newer having heard at least `agree_gap_s` more audio, agree on them
+  (LocalAgreement-2 on normalised text), and the word ends `edge_s` before the audio end with
+  `right_context` words heard after it (a word cut by the buffer end is misheard consistently), or
 - the speaker paused (the caller's VAD says so), so nothing more will change them, or
 - they end more than `max_tentative_s` before the end of the audio decoded, so waiting for
   agreement would only add latency (and a stuck disagreement could never hold the buffer forever).
+
+One update commits at most one sentence, so a caption segment closes right after its last word.
 
 It is not: the recogniser, the VAD or the audio buffer. It knows only words, times and the end of
 the audio each hypothesis covered; it imports nothing from the model, so it is tested with a fake.
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 from model.api import Word
 
 SENTENCE_END = (".", "?", "!")  # a committed word ending so closes a caption segment
+HISTORY = 8  # hypotheses remembered for agreement (a few steps' worth)
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,9 @@ class StabilizerConfig:
     max_tentative_s: float = 2.0  # commit a word once it ends this far before the decoded audio end
     edge_s: float = 0.2  # agreement commits only words ending this far before the audio end:
     # a word cut by the buffer end is often misheard the same way twice ("two" → "to")
+    agree_gap_s: float = 0.2  # agreement is with a hypothesis that heard at least this much less audio
+    agree_with: int = 1  # earlier hypotheses that must agree (1 = LocalAgreement-2)
+    right_context: int = 1  # agreement commits only words with this many words heard after them
     overlap_s: float = 0.0  # a new word centred before committed end + this repeats a committed one
     ngram_guard: int = 4  # up to this many leading words that repeat the committed tail are dropped
 
@@ -55,7 +63,8 @@ class Stabilizer:
     config: StabilizerConfig = field(default_factory=StabilizerConfig)
     committed_end: float = 0.0  # media seconds where the last committed word ends
     _tail: list[Word] = field(default_factory=list)  # last few committed words, for the n-gram guard
-    _previous: list[Word] = field(default_factory=list)  # the previous hypothesis, uncommitted part
+    # Recent hypotheses as (audio end, words), newest last; at most HISTORY kept.
+    _history: list[tuple[float, list[Word]]] = field(default_factory=list)
     _open_segment: bool = False  # words were committed since the last segment end
 
     def update(self, words: list[Word], audio_end: float, pause: bool = False) -> StabilizerResult:
@@ -67,9 +76,10 @@ class Stabilizer:
         if pause:
             agreed = len(fresh)
         else:
-            agreed = self._agreement(fresh)
+            agreed = self._agreement(fresh, audio_end)
             while agreed and fresh[agreed - 1].end > audio_end - self.config.edge_s:
                 agreed -= 1
+            agreed = max(0, min(agreed, len(fresh) - self.config.right_context))
             # Old words are final even without agreement: they will not get better, only later.
             while agreed < len(fresh) and fresh[agreed].end <= audio_end - self.config.max_tentative_s:
                 agreed += 1
@@ -79,7 +89,7 @@ class Stabilizer:
                 agreed = ends[0] + 1
         committed, tentative = fresh[:agreed], fresh[agreed:]
         self._commit(committed)
-        self._previous = [] if pause else tentative
+        self._history = [] if pause else (self._history + [(audio_end, list(words))])[-HISTORY:]
         sentence_end = bool(committed) and committed[-1].text.endswith(SENTENCE_END)
         self._open_segment = self._open_segment or bool(committed)
         segment_end = self._open_segment and (pause or sentence_end)
@@ -90,8 +100,8 @@ class Stabilizer:
         )
 
     def reset_tentative(self) -> None:
-        """Forget the previous hypothesis (its audio was dropped or the stream jumped)."""
-        self._previous = []
+        """Forget earlier hypotheses (their audio was dropped or the stream jumped)."""
+        self._history = []
 
     def _drop_repeats(self, words: list[Word]) -> list[Word]:
         """Remove leading words that re-recognise audio already committed."""
@@ -105,13 +115,20 @@ class Stabilizer:
                 return fresh[n:]
         return fresh
 
-    def _agreement(self, fresh: list[Word]) -> int:
-        """Length of the common prefix of this hypothesis and the previous one."""
-        n = 0
-        for new, old in zip(fresh, self._previous):
-            if normalize_word(new.text) != normalize_word(old.text):
-                break
-            n += 1
+    def _agreement(self, fresh: list[Word], audio_end: float) -> int:
+        """Length of the common prefix of this hypothesis and the newest one that heard at
+        least `agree_gap_s` less audio (two decodes of nearly the same audio agree too easily)."""
+        older = [words for end, words in self._history if end <= audio_end - self.config.agree_gap_s]
+        if len(older) < self.config.agree_with:
+            return 0
+        n = len(fresh)
+        for previous in older[-self.config.agree_with :]:
+            common = 0
+            for new, old in zip(fresh, self._drop_repeats(previous)):
+                if normalize_word(new.text) != normalize_word(old.text):
+                    break
+                common += 1
+            n = min(n, common)
         return n
 
     def _commit(self, words: list[Word]) -> None:

@@ -55,14 +55,19 @@ class WhisperEngineConfig:
     cpu_threads: int = 0  # CTranslate2 intra-op threads; 0 = one per core (its own default, 4, oversubscribes small machines)
     window_s: float = 8.0  # encoder input: decoded audio then silence; fixed so batching is exact
     max_decode_s: float = 6.0  # most uncommitted audio one decode looks at (< window_s: keep silence)
+    min_pad_s: float = 2.0  # silence after the audio in the encoder window (tells Whisper it ended)
+    window_step_s: float = 2.0  # encoder windows come in these steps (4, 6, 8 s)
     min_step_s: float = 0.24  # new audio a session needs before another step (the latency knob)
     max_batch: int = 4  # sessions decoded together in one CTranslate2 batch
     vad_threshold: float = 0.5  # Silero speech probability that counts as speech
     pause_s: float = 0.48  # trailing non-speech that closes a phrase (commits and ends the segment)
     speech_pad_s: float = 0.2  # audio kept around VAD speech so word edges are not clipped
+    trim_after_s: float = 6.0  # mid-phrase, cut committed audio only once the buffer is this long
     context_s: float = 1.0  # committed audio kept at the buffer start as run-up for the decoder
+    pause_context_s: float = 0.0  # audio kept across a pause as run-up for the next phrase (1.0 measured worse: hallucinated run-ups)
     preroll_s: float = 0.32  # audio kept while silent, so a word's onset is in the next decode
-    prompt_words: int = 16  # committed words fed back as the decoder prompt
+    prompt_words: int = 40  # committed words kept for the decoder prompt
+    prompt_tokens: int = 16  # exact prompt length once there is history (equal lengths batch together)
     tokens_per_second: float = 8.0  # decode budget; plain speech needs about 3-4
     no_speech_threshold: float = 0.6  # with a low log-prob, Whisper's own "nothing said" verdict
     logprob_threshold: float = -1.0  # mean token log-prob under which a decode is doubtful
@@ -109,7 +114,6 @@ class WhisperSession:
     committed_words: list[Word] = field(default_factory=list)  # recent finals, for the prompt
     processed_until: float = 0.0  # media seconds decoded (or judged silent) so far
     dropped_samples: int = 0  # audio lost to buffer overflow (the server should never cause it)
-    fed_since_step: int = 0  # samples fed since the last step, for `min_step_samples` bookkeeping
 
     def media_sample(self, index: int) -> int:
         """Media sample of buffer index `index` through the piecewise time map."""
@@ -194,7 +198,6 @@ class WhisperEngine:
             session.stabilizer.reset_tentative()
         session.buffer[session.size : session.size + len(samples)] = samples
         session.size += len(samples)
-        session.fed_since_step += len(samples)
 
     def step(self, states: Sequence[object]) -> list[CaptionUpdate]:
         sessions = [_session(s) for s in states]
@@ -207,12 +210,13 @@ class WhisperEngine:
         session = _session(state)
         committed: list[Word] = []
         segment_end = False
-        while True:
+        while session.size > 0:
+            before = session.size
             update = self._advance([session], final=True)[0]
             committed += update.committed
             segment_end = segment_end or update.segment_end
-            if session.size == 0:
-                break
+            if session.size >= before:  # no progress is impossible by design; never hang on it
+                _trim(session, session.size)
         return CaptionUpdate(
             committed=tuple(committed), tentative=(), segment_end=segment_end or bool(committed),
             processed_until=session.processed_until,
@@ -264,14 +268,27 @@ class WhisperEngine:
     def _plan(self, session: WhisperSession, final: bool) -> "_Plan":
         """Which part of the buffer to decode now, and whether the phrase has ended there."""
         cfg = self.config
-        speech = np.flatnonzero(np.asarray(session.vad_probs) >= cfg.vad_threshold)
+        # Only speech after the committed words counts: the buffer may start with committed
+        # audio kept as run-up, which must not make a silent stretch look like speech.
+        done = 0
+        if session.stabilizer.committed_end > session.media_seconds(0):
+            done = _buffer_index(session, session.stabilizer.committed_end) // VAD_WINDOW
+        probs = np.asarray(session.vad_probs[done:])
+        speech = np.flatnonzero(probs >= cfg.vad_threshold) + done
         scored = len(session.vad_probs) * VAD_WINDOW
         if final:
             scored = session.size  # the unscored tail (< one window) is decoded on finish
         if len(speech) == 0:
             return _Plan(min(scored, self.max_decode_samples), pause=True, has_speech=False, final=final)
-        speech_end = int(speech[-1] + 1) * VAD_WINDOW
         pad = int(cfg.speech_pad_s * SAMPLE_RATE)
+        # A pause inside the buffer (missed because steps came late, e.g. under load) closes
+        # the phrase before it, so a backlog is consumed phrase by phrase.
+        gaps = np.flatnonzero(np.diff(speech) * VAD_WINDOW > int(cfg.pause_s * SAMPLE_RATE))
+        if len(gaps):
+            end = int(speech[gaps[0]] + 1) * VAD_WINDOW + pad
+            if end <= self.max_decode_samples:
+                return _Plan(end, pause=True, has_speech=True, final=final)
+        speech_end = int(speech[-1] + 1) * VAD_WINDOW
         silent_tail = scored - speech_end
         if final or silent_tail >= int(cfg.pause_s * SAMPLE_RATE):
             end = min(speech_end + pad, scored)
@@ -285,7 +302,7 @@ class WhisperEngine:
         # Only words before the buffer: the ones inside it are heard again, not prompted.
         before = session.media_seconds(0) + 0.05
         prompt_text = " ".join(w.text for w in session.committed_words if w.end <= before)
-        previous = self.tokenizer.encode(" " + prompt_text) if prompt_text else []
+        previous = self.tokenizer.encode(" " + prompt_text)[-self.config.prompt_tokens :] if prompt_text else []
         prompt = self.model.get_prompt(
             self.tokenizer, previous, without_timestamps=True,
             hotwords=session.options.prompt or None,
@@ -298,28 +315,59 @@ class WhisperEngine:
         )
 
     def _decode(self, requests: list[_Decode]) -> list[list[dict]]:
-        """Batch-decode buffer regions → per request, words as dicts with region-relative times."""
+        """Batch-decode buffer regions → per request, words as dicts with region-relative times.
+
+        Each region is padded with silence to a window that depends only on its own length
+        (so a session decodes the same alone or batched); equal windows share one batch."""
+        words: list[list[dict]] = [[] for _ in requests]
+        groups: dict[int, list[int]] = {}
+        for i, request in enumerate(requests):
+            groups.setdefault(self._window_for(len(request.audio)), []).append(i)
+        for window, rows in groups.items():
+            for i, found in zip(rows, self._decode_window([requests[i] for i in rows], window)):
+                words[i] = found
+        return words
+
+    def _window_for(self, samples: int) -> int:
+        """Encoder input length for a region: region + at least `min_pad_s` silence, in
+        `window_step_s` buckets, at most `window_s` (shorter windows are cheaper to encode)."""
+        cfg = self.config
+        step = int(cfg.window_step_s * SAMPLE_RATE)
+        wanted = _round_up(samples + int(cfg.min_pad_s * SAMPLE_RATE), step)
+        return _round_up(min(wanted, self.window_samples), HOP * FRAMES_PER_ENCODER_STEP)
+
+    def _decode_window(self, requests: list[_Decode], window_samples: int) -> list[list[dict]]:
         import ctranslate2
 
-        window_frames = self.window_samples // HOP
+        window_frames = window_samples // HOP
         features = np.zeros((len(requests), self._n_mels, window_frames), np.float32)
         for i, request in enumerate(requests):
-            padded = np.zeros(self.window_samples, np.float32)
+            padded = np.zeros(window_samples, np.float32)
             padded[: len(request.audio)] = request.audio
             # Featurise audio+silence together so Whisper's log-mel normalisation sees the pad.
             features[i] = self.model.feature_extractor(padded)[:, :window_frames]
         encoded = self.model.model.encode(ctranslate2.StorageView.from_array(features))  # (B, T/2, D)
-        results = self.model.model.generate(
-            encoded,
-            [r.prompt for r in requests],
-            beam_size=1,
-            max_length=max(r.max_length for r in requests),
-            suppress_blank=True,
-            suppress_tokens=self.suppress_tokens,
-            return_scores=True,
-            return_no_speech_prob=True,
-        )
-        texts, keep = [], []
+        # CTranslate2 needs <|startoftranscript|> at one position across a generate batch, so
+        # requests are grouped by prompt-prefix length (fixed at `prompt_tokens` once a
+        # session has that much history, so steady-state sessions share one group).
+        groups: dict[int, list[int]] = {}
+        for i, request in enumerate(requests):
+            groups.setdefault(request.prompt.index(self.tokenizer.sot), []).append(i)
+        results: list = [None] * len(requests)
+        for rows in groups.values():
+            generated = self.model.model.generate(
+                _select(encoded, rows),
+                [requests[i].prompt for i in rows],
+                beam_size=1,
+                max_length=max(requests[i].max_length for i in rows),
+                suppress_blank=True,
+                suppress_tokens=self.suppress_tokens,
+                return_scores=True,
+                return_no_speech_prob=True,
+            )
+            for i, result in zip(rows, generated):
+                results[i] = result
+        texts = []
         for request, result in zip(requests, results):
             tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
             tokens = tokens[: request.max_length - len(request.prompt)]
@@ -376,7 +424,6 @@ class WhisperEngine:
         if cut > 0:
             _trim(session, cut)
         session.processed_until = max(session.processed_until, audio_end)
-        session.fed_since_step = 0
         return CaptionUpdate(
             committed=result.committed,
             tentative=result.tentative,
@@ -387,14 +434,18 @@ class WhisperEngine:
     def _cut(self, session: WhisperSession, plan: "_Plan", result) -> int:
         """Where to cut the buffer after a decode: never before committed audio is done with."""
         preroll = int(self.config.preroll_s * SAMPLE_RATE)
+        context = int(self.config.pause_context_s * SAMPLE_RATE)
         if not plan.has_speech:
             # Silence: drop it, but keep a little so a word starting now keeps its onset.
-            return plan.region_end if plan.final else max(0, plan.region_end - preroll)
+            return plan.region_end if plan.final else max(0, plan.region_end - preroll - context)
         if plan.pause:
-            return plan.region_end  # the phrase is over and fully committed
+            # The phrase is over and fully committed; its tail stays as run-up for the next.
+            return plan.region_end if plan.final else max(0, plan.region_end - context)
         # Keep `context_s` of committed audio so the next decode starts mid-phrase with some
         # run-up (cutting right at a word's aligned end clips the next word's onset).
         cut = 0
+        if session.size <= int(self.config.trim_after_s * SAMPLE_RATE):
+            return 0  # short phrases are decoded whole: mid-phrase cuts cost accuracy
         keep_until = session.stabilizer.committed_end - self.config.context_s
         older = [w for w in session.committed_words if w.end <= keep_until]
         if older:

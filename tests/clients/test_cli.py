@@ -11,6 +11,8 @@ import asyncio
 import io
 import json
 import re
+import subprocess
+import sys
 import time
 from fractions import Fraction
 
@@ -121,6 +123,16 @@ def test_a_subcommand_is_required():
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([])
     assert exit_info.value.code == 2
+
+
+def test_the_client_never_imports_torch_or_an_engine():
+    code = (
+        "import sys, clients.cli, clients.stream_client, clients.terminal, clients.subtitles\n"
+        "loaded = [m for m in ('torch', 'faster_whisper', 'ctranslate2') if m in sys.modules]\n"
+        "sys.exit(' '.join(loaded) or None)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 # --- reading files ---------------------------------------------------------------------------

@@ -58,6 +58,15 @@ def test_committed_words_are_never_repeated_or_revised():
     assert ends == sorted(ends)
 
 
+def test_a_word_needs_a_word_after_it_to_commit_by_agreement():
+    s = Stabilizer()
+    words = [Word("two", 0.0, 0.3)]
+    assert s.update(words, 1.0).committed == ()
+    assert s.update(words, 1.5).committed == ()  # agreed twice, but nothing heard after it
+    result = s.update(words + [Word("blue", 1.1, 1.4)], 2.0)
+    assert [w.text for w in result.committed] == ["two"]
+
+
 def test_cut_words_are_never_committed():
     committed, _, _ = run_stream()
     assert not any(w.text.endswith("-") for w, _ in committed)
@@ -78,8 +87,8 @@ def test_commit_times_follow_word_ends_closely():
     for word, when in committed:
         ref = truth[normalize_word(word.text)]
         assert abs(word.end - ref.end) < 0.05  # times come from the hypothesis
-        # Agreement needs two decodes after the word is whole, plus the edge guard.
-        assert when - ref.end <= 2 * 0.25 + config.edge_s + 0.25
+        # Agreement needs decodes `agree_gap_s` apart after the word is whole, plus the guards.
+        assert when - ref.end <= config.agree_gap_s + config.edge_s + 2 * 0.25
 
 
 def test_pause_commits_all_and_ends_the_segment():
@@ -93,12 +102,21 @@ def test_sentence_end_closes_a_segment_without_a_pause():
     s = Stabilizer()
     words = [Word("Hello", 0.0, 0.4), Word("there.", 0.4, 0.8), Word("More", 1.2, 1.5)]
     s.update(words, 2.0)
-    result = s.update(words, 2.25)
+    result = s.update(words, 2.5)
     assert [w.text for w in result.committed] == ["Hello", "there."]  # "More" waits a step
     assert result.segment_end
-    after = s.update(words, 2.5)
+    assert s.update(words, 3.0).committed == ()  # nothing heard after "More" yet
+    after = s.update(words, 3.6)  # old enough now: 1.5 <= 3.6 - max_tentative_s
     assert [w.text for w in after.committed] == ["More"]
     assert not after.segment_end
+
+
+def test_agreement_needs_hypotheses_that_heard_different_audio():
+    s = Stabilizer(StabilizerConfig(agree_gap_s=0.4, right_context=0))
+    words = [Word("alpha", 0.0, 0.3)]
+    s.update(words, 1.0)
+    assert s.update(words, 1.2).committed == ()  # only 0.2 s more audio: too similar
+    assert [w.text for w in s.update(words, 1.45).committed] == ["alpha"]
 
 
 def test_old_words_commit_without_agreement():
@@ -111,10 +129,10 @@ def test_old_words_commit_without_agreement():
 
 
 def test_redecoded_committed_words_are_dropped_even_when_times_shift():
-    s = Stabilizer()
+    s = Stabilizer(StabilizerConfig(right_context=0))
     words = [Word("one", 0.0, 0.3), Word("two", 0.3, 0.6)]
     s.update(words, 1.0)
-    assert [w.text for w in s.update(words, 1.25).committed] == ["one", "two"]
+    assert [w.text for w in s.update(words, 1.5).committed] == ["one", "two"]
     # The buffer still holds that audio; a re-decode shifts its times later by 0.2 s.
-    again = s.update([Word("two", 0.5, 0.8), Word("three", 0.8, 1.1)], 1.5)
+    again = s.update([Word("two", 0.5, 0.8), Word("three", 0.8, 1.1)], 2.0)
     assert [w.text for w in again.tentative] == ["three"]
