@@ -224,7 +224,12 @@ def main(argv=None) -> None:
             ctx, chunk = args.context or 256, args.chunk or 64
         elif name == "12b":
             if not cuda:
-                print("# 12b skipped: no cuda device (it needs ~24 GB of bf16 weights on a GPU)")
+                # Sizes need no weights: the meta-device model in bf16 gives them exactly.
+                meta = Gemma4Unified.on_meta(gemma4_12b_config()).to(torch.bfloat16)
+                print(f"# 12b timings skipped: no cuda device (they need ~24 GB of bf16 weights on a GPU); "
+                      f"decode reads {decode_weight_bytes(meta) / 1e9:.2f} GB of weights per step; "
+                      f"KV per stream per audio minute: {kv_bytes_per_audio_minute(meta, 0) / 2**20:.0f} MiB live, "
+                      f"{kv_bytes_per_audio_minute(meta, args.rollback_slack) / 2**20:.0f} MiB allocated")
                 continue
             device = torch.device("cuda")
             model = Gemma4Unified.random(gemma4_12b_config(), torch.bfloat16, device)
