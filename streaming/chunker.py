@@ -37,6 +37,7 @@ class ChunkerConfig:
     max_gap_fill_samples: int = seconds_to_samples(DEFAULT_MAX_GAP_FILL_S)  # gap <= this: fill with zeros
     max_overlap_trim_samples: int = seconds_to_samples(DEFAULT_MAX_OVERLAP_TRIM_S)  # overlap <= this: trim
     frame_samples: int = SAMPLES_PER_AUDIO_TOKEN  # chunks are whole multiples of this (40 ms)
+    max_chunk_frames: int = 25  # longest chunk emitted: 25 frames = 1 s; longer input is split
 
     def __post_init__(self) -> None:
         if self.frame_samples <= 0 or min(self.jitter_tolerance_samples, self.max_overlap_trim_samples) < 0:
@@ -149,18 +150,25 @@ class AudioChunker:
             self._gap_filled += padding
             have += padding
         whole = have - have % frame
-        if whole == 0:
+        chunks = []
+        # Chunks are capped so one huge client frame never becomes one huge engine input: the
+        # scheduler's backlog bound drops whole chunks, and the engine's buffers are sized in seconds.
+        longest = frame * max(1, self.config.max_chunk_frames)
+        for offset in range(0, whole, longest):
+            piece = self._pending[:, offset : min(whole, offset + longest)]
+            chunks.append(
+                AudioChunk(
+                    samples=np.ascontiguousarray(piece.mean(axis=0, dtype=np.float32)),  # mono mix
+                    start_sample=self._pending_start + offset,
+                    channels=np.ascontiguousarray(piece) if self._channels > 1 else None,
+                    discontinuity=self._discontinuity and offset == 0,
+                )
+            )
+        if not chunks:
             return []
-        channels = self._pending[:, :whole]
-        chunk = AudioChunk(
-            samples=np.ascontiguousarray(channels.mean(axis=0, dtype=np.float32)),  # mono mix
-            start_sample=self._pending_start,
-            channels=np.ascontiguousarray(channels) if self._channels > 1 else None,
-            discontinuity=self._discontinuity,
-        )
         self._pending = np.ascontiguousarray(self._pending[:, whole:])  # < one frame: bounded
         self._pending_start += whole
         self._emitted += whole
         self._discontinuities += self._discontinuity
         self._discontinuity = False
-        return [chunk]
+        return chunks

@@ -49,7 +49,16 @@ MAX_SAMPLE_RATE_HZ = 384_000  # the highest rate common audio interfaces produce
 # FFmpeg's default layout for each channel count; the resampler keeps the layout, so channels
 # pass through unmixed and in order.
 _LAYOUT_BY_CHANNELS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
-_OUTPUT_SAMPLE_FORMAT = "fltp"  # planar float32: `to_ndarray()` gives (C, n) directly
+# Packed float32, reshaped to (C, n) here: PyAV 18.1's `to_ndarray()` crashes (SIGSEGV) on an
+# 8-plane planar frame, so the planar format would let one client's 7.1 stream kill the server.
+_OUTPUT_SAMPLE_FORMAT = "flt"
+# Demuxers a client may ask for (or FFmpeg may detect). Never the whole list: `concat`, `hls` and
+# friends open other files and URLs named inside the stream, which would read the server's disk.
+ALLOWED_DEMUXERS = (
+    "matroska", "webm", "ogg", "wav", "mp3", "flac", "mov", "mp4", "m4a", "aac", "mpegts", "adts",
+    "amr", "au", "caf", "aiff", "w64",
+)
+_DEMUXER_WHITELIST = "matroska,webm,ogg,wav,mp3,flac,mov,mp4,m4a,3gp,3g2,mj2,aac,mpegts,amr,au,caf,aiff,w64"
 
 # --- error codes (sent to clients in error events) ----------------------------------------------
 
@@ -124,8 +133,11 @@ class AudioFormat:
             raise DecodeError(
                 BAD_FORMAT, f"channels {self.channels!r} must be an integer in {MIN_CHANNELS}..{MAX_CHANNELS}"
             )
-        if self.container is not None and not _is_demuxer(self.container):
-            raise DecodeError(BAD_FORMAT, f"container {self.container!r} is not a format PyAV can demux")
+        if self.container is not None and not (self.container in ALLOWED_DEMUXERS and _is_demuxer(self.container)):
+            raise DecodeError(
+                BAD_FORMAT,
+                f"container {self.container!r} is not accepted; use one of {', '.join(ALLOWED_DEMUXERS)}",
+            )
 
 
 @dataclass(frozen=True)
@@ -188,6 +200,7 @@ class _ClockedResampler:
     """
 
     def __init__(self, channels: int, tolerance_samples: int) -> None:
+        self._channels = channels
         self._layout = _LAYOUT_BY_CHANNELS[channels]  # fixed for the session: C never changes
         self._tolerance = tolerance_samples
         self._resampler: av.AudioResampler | None = None
@@ -234,7 +247,8 @@ class _ClockedResampler:
     def _collect(self, frames: list[av.AudioFrame]) -> list[DecodedAudio]:
         out = []
         for frame in frames:
-            samples = np.ascontiguousarray(frame.to_ndarray(), dtype=np.float32)  # (C, n)
+            packed = frame.to_ndarray().reshape(-1, self._channels)  # (n, C), interleaved
+            samples = np.ascontiguousarray(packed.T, dtype=np.float32)  # (C, n)
             if not np.isfinite(samples).all():
                 # pcm_f32le clients can send NaN/inf; one of them would poison every model frame after.
                 samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
@@ -487,6 +501,8 @@ class _ContainerSource:
         options = {
             "probesize": str(_PROBE_BYTES_WITH_HINT if hint else _PROBE_BYTES_NO_HINT),
             "analyzeduration": str(_ANALYZE_DURATION_US),
+            "format_whitelist": _DEMUXER_WHITELIST,  # probing never picks concat/hls/...
+            "protocol_whitelist": "",  # and nothing inside the stream may open a file or URL
         }
         reader = _Reader(self)
         with av.open(reader, "r", format=hint, options=options, buffer_size=_IO_BUFFER_BYTES) as container:
@@ -496,6 +512,7 @@ class _ContainerSource:
             with self._cond:
                 self._opened = True
             clock: _ClockedResampler | None = None
+            origin: int | None = None  # the first timestamp: media time 0 of the session
             for packet in container.demux(stream):
                 if self._aborted:
                     return
@@ -506,6 +523,10 @@ class _ContainerSource:
                         clock = _ClockedResampler(channels, _tolerance_samples(self._config))
                     time_base = frame.time_base or stream.time_base
                     start = _to_16k(frame.pts, time_base) if frame.pts is not None and time_base else None
+                    if start is not None:
+                        # Streams may start at any timestamp (MPEG-TS: hours); captions count from 0.
+                        origin = start if origin is None else origin
+                        start -= origin
                     self._emit(clock.push(frame, start))
             if clock is not None:
                 self._emit(clock.flush())

@@ -43,6 +43,7 @@ class SessionSlot:
     processed_s: float = 0.0  # media seconds the engine reported as processed
     dropped_samples: int = 0
     drop_pending: bool = False  # the next chunk follows dropped audio
+    last_step: int = -1  # index of the scheduler step that last advanced this session
     finishing: bool = False  # no step after finish was requested
     failed: bool = False
 
@@ -116,10 +117,20 @@ class Scheduler:
         on_failure: Callable[[Exception], None],
         max_backlog_s: float,
     ) -> SessionSlot:
-        state = await self._on_model_thread(self.engine.open, options)
+        opening = asyncio.get_running_loop().run_in_executor(self._executor, self.engine.open, options)
+        try:
+            state = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # The session went away while the engine was still allocating: free what it makes.
+            opening.add_done_callback(self._close_orphan)
+            raise
         slot = SessionSlot(next(self._ids), state, on_update, on_failure, seconds_to_samples(max_backlog_s))
         self._slots[slot.slot_id] = slot
         return slot
+
+    def _close_orphan(self, opening: asyncio.Future) -> None:
+        if not opening.cancelled() and opening.exception() is None:
+            self._executor.submit(self.engine.close, opening.result())
 
     def submit(self, slot: SessionSlot, chunk: AudioChunk) -> int:
         """Queue audio for the model; returns how many samples had to be dropped (usually 0)."""
@@ -175,9 +186,15 @@ class Scheduler:
             and not slot.failed
             and slot.backlog_samples >= max(spec.min_step_samples, 1)
         ]
-        # Fairness: the session trailing furthest behind its own audio goes first.
-        ready.sort(key=lambda slot: slot.processed_s - slot.received_s)
+        # Fairness: the session served least recently goes first. ("Most behind first" would let
+        # a client sending faster than real time win every batch and starve live sessions.)
+        ready.sort(key=lambda slot: slot.last_step)
         return ready[: max(1, spec.max_batch)]
+
+    @property
+    def running(self) -> bool:
+        """False once the scheduling loop has stopped (health checks use it)."""
+        return self._task is not None and not self._task.done()
 
     async def _loop(self) -> None:
         while True:
@@ -186,7 +203,10 @@ class Scheduler:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            await self._step(batch)
+            try:
+                await self._step(batch)
+            except Exception:  # noqa: BLE001 - a bug here must not silence every session
+                log.exception("scheduler step failed")
 
     async def _step(self, batch: Sequence[SessionSlot]) -> None:
         work = [(slot, slot.take_backlog()) for slot in batch]
@@ -199,36 +219,52 @@ class Scheduler:
                 self.busy_s += time.perf_counter() - started
 
         def step_all() -> list[CaptionUpdate | Exception]:
-            for slot, chunks in work:
-                for chunk in chunks:
-                    self.engine.feed(slot.state, chunk)
-            try:
-                return list(self.engine.step([slot.state for slot, _ in work]))
-            except Exception:
-                if len(work) == 1:
-                    raise
-            # A batched step failed: retry one by one so only the faulty session pays.
-            results: list[CaptionUpdate | Exception] = []
-            for slot, _ in work:
+            results: list[CaptionUpdate | Exception | None] = [None] * len(work)
+            for index, (slot, chunks) in enumerate(work):
                 try:
-                    results.append(self.engine.step([slot.state])[0])
+                    for chunk in chunks:
+                        self.engine.feed(slot.state, chunk)
+                except Exception as error:  # noqa: BLE001 - this session's audio, this session's error
+                    results[index] = error
+            fed = [index for index, result in enumerate(results) if result is None]
+            try:
+                for index, update in zip(fed, self.engine.step([work[i][0].state for i in fed])):
+                    results[index] = update
+                return results
+            except Exception as error:  # noqa: BLE001
+                if len(fed) == 1:
+                    results[fed[0]] = error
+                    return results
+            # A batched step failed: retry one by one so only the faulty session pays.
+            for index in fed:
+                try:
+                    results[index] = self.engine.step([work[index][0].state])[0]
                 except Exception as error:  # noqa: BLE001 - reported to that session
-                    results.append(error)
+                    results[index] = error
             return results
 
         try:
             results = await self._on_model_thread(run)
-        except Exception as error:  # noqa: BLE001 - a single session's failure
-            results = [error]
+        except Exception as error:  # noqa: BLE001 - the model thread itself failed: all pay
+            results = [error] * len(work)
         self.steps_run += 1
         self.batched_sessions += len(work)
         for (slot, _), result in zip(work, results):
-            if slot.slot_id not in self._slots:
-                continue
+            slot.last_step = self.steps_run
+            if slot.slot_id in self._slots:
+                self._deliver(slot, result)
+
+    def _deliver(self, slot: SessionSlot, result: CaptionUpdate | Exception) -> None:
+        """Hand a step's outcome to its session; a session's failing callback fails that session."""
+        try:
             if isinstance(result, Exception):
-                slot.failed = True
-                log.error("engine failed on slot %s: %r", slot.slot_id, result)
-                slot.on_failure(result)
-                continue
+                raise result
             slot.processed_s = max(slot.processed_s, result.processed_until)
             slot.on_update(result)
+        except Exception as error:  # noqa: BLE001 - never let one session stop the scheduler
+            slot.failed = True
+            log.error("engine failed on slot %s: %r", slot.slot_id, error)
+            try:
+                slot.on_failure(error)
+            except Exception:  # noqa: BLE001
+                log.exception("failure callback of slot %s failed", slot.slot_id)

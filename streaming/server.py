@@ -61,7 +61,7 @@ class Server:
             self.config.port,
             process_request=self._process_request,
             max_size=limits.max_message_bytes,
-            max_queue=4,  # frames buffered by the library before TCP backpressure applies
+            max_queue=1,  # frames buffered by the library before TCP backpressure applies
             ping_interval=20,
             ping_timeout=20,
         )
@@ -96,7 +96,7 @@ class Server:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == HEALTH_PATH:
-            if self._ready:
+            if self._ready and self.scheduler.running:
                 return connection.respond(http.HTTPStatus.OK, "ok\n")
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "warming up\n")
         if path != NATIVE_STREAM_PATH:
@@ -105,8 +105,11 @@ class Server:
 
     async def _handle(self, websocket: ServerConnection) -> None:
         if len(self._sessions) >= self.config.limits.max_sessions or not self._ready:
-            code = "server_busy" if self._ready else "shutting_down"
-            await websocket.send(to_json(Error(code, f"server has {len(self._sessions)} sessions; try again later", True)))
+            if self._ready:
+                error = Error("server_busy", f"server has {len(self._sessions)} sessions, its limit; try again later", True)
+            else:
+                error = Error("shutting_down", "the server is shutting down", True)
+            await websocket.send(to_json(error))
             await websocket.send(to_json(Ended("error")))
             await websocket.close()
             return

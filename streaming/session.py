@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from websockets.exceptions import ConnectionClosed
 
-from model.api import CaptionUpdate, EngineSpec, samples_to_seconds
+from model.api import AudioChunk, CaptionUpdate, EngineError, EngineSpec, samples_to_seconds
 from streaming.chunker import AudioChunker
 from streaming.config import LimitsConfig, SchedulerConfig
 from streaming.decode import AudioDecoder, DecodeError
@@ -34,6 +34,7 @@ MEDIA_QUEUE_FRAMES = 32  # binary frames waiting for decode; a full queue stops 
 END_OF_MEDIA = None  # media-queue marker: the client sent `stop`
 # A `start` that cannot be served ends the session; other bad messages are only rejected.
 FATAL_START_ERRORS = frozenset({"bad_start", "unsupported_encoding", "bad_format", "unsupported_task"})
+ENDED_REASON_BY_CODE = {"idle_timeout": "idle", "session_limit": "limit", "shutting_down": "shutdown"}
 
 
 class SessionFatal(CodedError):
@@ -74,43 +75,61 @@ class Session:
 
     async def run(self) -> None:
         sender = asyncio.create_task(self._send_loop(), name=f"{self.ctx.session_id}-send")
+        try:
+            reason = await self._serve()
+            await self._end(sender, reason)
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+
+    async def _serve(self) -> str:
+        """Run the session until it ends; returns the `ended` reason. Never raises but cancellation."""
         ticker: asyncio.Task | None = None
-        reason = "error"
         try:
             self.start = await self._await_start()
             await self._open(self.start)
             self.outbox.put(Ready(self.ctx.session_id, self.ctx.engine_spec.name, self.ctx.engine_spec.sample_rate))
             if self.start.stats:
                 ticker = asyncio.create_task(self._stats_loop(), name=f"{self.ctx.session_id}-stats")
-            reason = await self._stream()
+            return await self._stream()
         except SessionFatal as fatal:
+            self._flush_committed()
             self._put_error(fatal.code, fatal.message, fatal=True)
+            return ENDED_REASON_BY_CODE.get(fatal.code, "error")
         except ConnectionClosed:
             self._client_gone = True
+            return "error"
         except Exception as error:  # noqa: BLE001 - one session's bug must not reach the server
             log.exception("session %s failed", self.ctx.session_id)
             self._put_error("internal_error", f"internal server error: {error!r}", fatal=True)
+            return "error"
         finally:
             if ticker is not None:
                 ticker.cancel()
-            await self._release()
-        await self._end(sender, reason)
+            # Shielded: a cancelled session still frees its engine state and demux thread.
+            await asyncio.shield(self._release())
 
     def request_shutdown(self) -> None:
         """The server is stopping: finish like a `stop`, flushing finals, then end."""
         self._shutdown.set()
 
+    def _flush_committed(self) -> None:
+        """Before a fatal end, close the open caption: committed words always reach a final."""
+        if self.policy is not None and not self._client_gone:
+            for event in self.policy.finish(CaptionUpdate()):
+                self._put(event)
+
     async def _end(self, sender: asyncio.Task, reason: str) -> None:
-        if not self._client_gone:
-            received = samples_to_seconds(self._received_samples)
-            finals = self.policy.finals_emitted if self.policy else 0
-            try:
-                self.outbox.put(Ended(reason, received, finals))
-                await asyncio.wait_for(asyncio.shield(sender), self.ctx.limits.send_timeout_s)
-            except (OutboxOverflow, TimeoutError):
-                pass
-        sender.cancel()
-        await asyncio.gather(sender, return_exceptions=True)
+        if self._client_gone:
+            return
+        received = samples_to_seconds(self._received_samples)
+        finals = self.policy.finals_emitted if self.policy else 0
+        try:
+            self.outbox.put(Ended(reason, received, finals))
+            async with asyncio.timeout(self.ctx.limits.send_timeout_s):
+                await asyncio.shield(sender)
+        except (OutboxOverflow, TimeoutError):
+            pass
         if self._client_gone:
             return
         try:
@@ -121,7 +140,8 @@ class Session:
 
     async def _release(self) -> None:
         if self.slot is not None:
-            await self.ctx.scheduler.close(self.slot)
+            slot, self.slot = self.slot, None
+            await self.ctx.scheduler.close(slot)
         if self.decoder is not None:
             decoder, self.decoder = self.decoder, None
             await asyncio.get_running_loop().run_in_executor(self.ctx.decode_executor, decoder.close)
@@ -134,10 +154,8 @@ class Session:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 raise SessionFatal("start_timeout", f"no `start` message within {self.ctx.limits.start_timeout_s:g} s")
-            try:
-                async with asyncio.timeout(remaining):
-                    message = await self.ws.recv()
-            except TimeoutError:
+            message = await self._recv_before_start(remaining)
+            if message is None:
                 continue
             if isinstance(message, bytes):
                 self._put_error("not_started", "binary audio received before `start`; send `start` first")
@@ -148,12 +166,32 @@ class Session:
             elif control is not None:
                 return control
 
+    async def _recv_before_start(self, timeout: float) -> str | bytes | None:
+        """The next message, None on timeout; a server shutdown ends the wait at once."""
+        receive = asyncio.ensure_future(self.ws.recv())  # websockets: cancelling recv loses nothing
+        shutdown = asyncio.ensure_future(self._shutdown.wait())
+        try:
+            await asyncio.wait({receive, shutdown}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            shutdown.cancel()
+            if not receive.done():
+                receive.cancel()
+        if receive.done() and not receive.cancelled():
+            return receive.result()
+        if self._shutdown.is_set():
+            raise SessionFatal("shutting_down", "the server is shutting down")
+        return None
+
     def _parse(self, text: str) -> StartMessage | StopMessage | None:
-        """A control message, or None after telling the client what was wrong with it."""
+        """A control message, or None after telling the client what was wrong with it.
+
+        Before `start`, a `start` that cannot be served ends the session; once started, no
+        control message can end it but `stop` (a bad second `start` is only rejected).
+        """
         try:
             return parse_control(text)
         except ProtocolError as error:
-            if error.code in FATAL_START_ERRORS:
+            if self.start is None and error.code in FATAL_START_ERRORS:
                 raise SessionFatal(error.code, error.message) from None
             self._put_error(error.code, error.message)
             return None
@@ -165,9 +203,12 @@ class Session:
         except DecodeError as error:
             raise SessionFatal(error.code, error.message) from None
         self.policy = CaptionPolicy(CaptionPolicyConfig(interim_results=start.interim_results))
-        self.slot = await self.ctx.scheduler.open(
-            start.options, self._on_update, self._on_engine_failure, self.ctx.limits.max_backlog_s
-        )
+        try:
+            self.slot = await self.ctx.scheduler.open(
+                start.options, self._on_update, self._on_engine_failure, self.ctx.limits.max_backlog_s
+            )
+        except EngineError as error:  # options this engine cannot serve (e.g. a language)
+            raise SessionFatal("bad_start", str(error)) from None
 
     # -- streaming -------------------------------------------------------------------------------
 
@@ -181,16 +222,19 @@ class Session:
             )
             if self._fatal.done():
                 raise self._fatal.result()
-            if shutdown in done:
-                receiver.cancel()
-                self._put_error("shutting_down", "the server is shutting down; flushing captions")
-                reason = "shutdown"
-            elif media in done:
+            if media in done:
                 media.result()  # re-raise its fatal error
                 reason = "error"
+            elif shutdown in done:
+                receiver.cancel()
+                self._put_error("shutting_down", "the server is shutting down; flushing captions", fatal=True)
+                reason = "shutdown"
             else:
                 reason = receiver.result()
-            await self._media.put(END_OF_MEDIA)
+            # The media task may die on a frame still queued: never wait on a queue nobody drains.
+            end_of_media = asyncio.ensure_future(self._media.put(END_OF_MEDIA))
+            await asyncio.wait({end_of_media, media, self._fatal}, return_when=asyncio.FIRST_COMPLETED)
+            end_of_media.cancel()
             await self._until_fatal(media)
             await self._until_fatal(self._finish())
             return reason
@@ -241,15 +285,9 @@ class Session:
         while True:
             data = await self._media.get()
             try:
-                if data is END_OF_MEDIA:
-                    decoded = await loop.run_in_executor(self.ctx.decode_executor, self.decoder.flush)
-                else:
-                    decoded = await loop.run_in_executor(self.ctx.decode_executor, self.decoder.decode, data)
+                chunks = await loop.run_in_executor(self.ctx.decode_executor, self._decode_and_chunk, data)
             except DecodeError as error:
                 raise SessionFatal(error.code, error.message) from None
-            chunks = [chunk for audio in decoded for chunk in self.chunker.push(audio)]
-            if data is END_OF_MEDIA:
-                chunks.extend(self.chunker.flush())
             for chunk in chunks:
                 if chunk.end_sample > limit_samples:
                     raise SessionFatal("session_limit", f"session exceeded {self.ctx.limits.max_session_s:g} s of media")
@@ -263,8 +301,22 @@ class Session:
             if data is END_OF_MEDIA:
                 return
 
+    def _decode_and_chunk(self, data: bytes | None) -> list[AudioChunk]:
+        """Decoder thread: bytes (or the end of media) → 40 ms chunks. Called one at a time."""
+        if data is END_OF_MEDIA:
+            decoded = self.decoder.flush()
+        else:
+            decoded = self.decoder.decode(data)
+        chunks = [chunk for audio in decoded for chunk in self.chunker.push(audio)]
+        if data is END_OF_MEDIA:
+            chunks.extend(self.chunker.flush())
+        return chunks
+
     async def _finish(self) -> None:
-        update = await self.ctx.scheduler.finish(self.slot)
+        try:
+            update = await self.ctx.scheduler.finish(self.slot)
+        except Exception as error:  # noqa: BLE001 - reported to this session only
+            raise SessionFatal("engine_error", f"the model failed to finish this session: {error}") from None
         for event in self.policy.finish(update):
             self._put(event)
 

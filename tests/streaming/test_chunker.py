@@ -262,3 +262,12 @@ def test_decoder_then_chunker_in_odd_pieces_equals_one_piece():
     frames = int(np.ceil(seconds * SAMPLE_RATE / FRAME))
     assert pieces[-1].end_sample == whole[-1].end_sample == frames * FRAME
     np.testing.assert_allclose(timeline(pieces), timeline(whole), atol=1e-6)
+
+
+def test_one_huge_push_is_split_into_chunks_of_at_most_a_second():
+    chunker = AudioChunker()
+    audio = np.ones((1, 16_000 * 5 + 640 * 3), np.float32)
+    chunks = chunker.push(DecodedAudio(audio, 0))
+    assert max(len(c.samples) for c in chunks) <= 16_000
+    assert [c.start_sample for c in chunks] == [sum(len(x.samples) for x in chunks[:i]) for i in range(len(chunks))]
+    assert sum(len(c.samples) for c in chunks) == audio.shape[1]

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -382,3 +383,39 @@ def test_invalid_declarations_raise_clear_codes(kwargs, code):
 def test_streaming_package_never_imports_torch():
     probe = "import sys, streaming.decode, streaming.chunker; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], timeout=60).returncode == 0
+
+
+def test_eight_channels_decode_in_a_subprocess_without_crashing():
+    # PyAV 18.1 segfaults on 8-plane planar frames; a crash would take the whole server down.
+    code = (
+        "import numpy as np\n"
+        "from streaming.decode import AudioDecoder, AudioFormat\n"
+        "d = AudioDecoder(AudioFormat('pcm_s16le', sample_rate=16000, channels=8))\n"
+        "x = (np.arange(8)[None, :] * 1000 + np.zeros((3200, 1))).astype('<i2')\n"
+        "out = d.decode(x.tobytes()) + d.flush()\n"
+        "s = np.concatenate([o.samples for o in out], axis=1)\n"
+        "assert s.shape[0] == 8, s.shape\n"
+        "levels = np.round(s[:, 1000:2000].mean(axis=1) * 32768 / 1000).astype(int).tolist()\n"
+        "assert levels == list(range(8)), levels\n"
+        "d.close()\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("hint", ["concat", "hls", "image2", "tcp"])
+def test_demuxers_that_open_other_files_are_refused(hint):
+    with pytest.raises(DecodeError) as error:
+        AudioFormat("container", container=hint)
+    assert error.value.code == "bad_format"
+
+
+def test_concat_playlist_without_a_hint_is_not_followed(tmp_path):
+    decoder = AudioDecoder(AudioFormat("container"))
+    playlist = f"ffconcat version 1.0\nfile '{tmp_path / 'x.wav'}'\n".encode()
+    with pytest.raises(DecodeError) as error:
+        decoder.decode(playlist)
+        decoder.flush()
+    assert error.value.code == "decode_failed"
+    decoder.close()

@@ -8,9 +8,12 @@ client that never reads — each with other sessions running beside it, unaffect
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import urllib.request
+from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
@@ -250,3 +253,118 @@ async def test_shutdown_flushes_finals_to_live_sessions():
     assert of_type(events, "error")[-1]["code"] == "shutting_down"
     assert events[-1]["reason"] == "shutdown"
     assert of_type(events, "caption.final")
+
+
+async def test_malformed_second_start_is_rejected_without_ending_the_session(server):
+    second = json.dumps({"type": "start", "audio": {"encoding": "opus"}})
+    events = []
+    async with connect(server.url) as ws:
+        await ws.send(json.dumps(PCM_START))
+        await ws.send(tone_pcm(1.0))
+        await ws.send(second)
+        await ws.send(tone_pcm(1.0))
+        await ws.send(json.dumps({"type": "stop"}))
+        async for message in ws:
+            events.append(json.loads(message))
+            if events[-1]["type"] == "ended":
+                break
+    error = of_type(events, "error")[0]
+    assert error["code"] == "unsupported_encoding" and not error["fatal"]
+    assert events[-1]["reason"] == "stop" and events[-1]["audio_received_s"] == pytest.approx(2.0, abs=0.05)
+
+
+async def test_idle_timeout_still_delivers_committed_words_as_finals():
+    async with Server(server_config(idle_timeout_s=0.6), build_engine(EngineChoice("fake"))) as server:
+        events = []
+        async with connect(server.url) as ws:
+            await ws.send(json.dumps(PCM_START))
+            # A word that commits, then one still sounding when the client goes quiet.
+            await ws.send(tone_pcm(0.5) + bytes(int(0.3 * RATE) * 2) + tone_pcm(0.3))
+            async for message in ws:
+                events.append(json.loads(message))
+                if events[-1]["type"] == "ended":
+                    break
+    stable = {w["text"] for e in of_type(events, "caption.partial") for w in e["words"] if w["stable"]}
+    finals = {w["text"] for e in of_type(events, "caption.final") for w in e["words"]}
+    assert stable and stable <= finals
+    assert of_type(events, "error")[-1]["code"] == "idle_timeout"
+    assert events[-1]["reason"] == "idle"
+
+
+class _FailingFeedEngine:
+    """The fake engine, except that feeding the session whose prompt is 'boom' raises."""
+
+    def __init__(self):
+        self._inner = build_engine(EngineChoice("fake"))
+        self.spec = self._inner.spec
+        self._doomed = set()
+
+    def open(self, options):
+        state = self._inner.open(options)
+        if options.prompt == "boom":
+            self._doomed.add(id(state))
+        return state
+
+    def feed(self, state, chunk):
+        if id(state) in self._doomed:
+            raise RuntimeError("feed failed")
+        self._inner.feed(state, chunk)
+
+    def step(self, states):
+        return self._inner.step(states)
+
+    def finish(self, state):
+        return self._inner.finish(state)
+
+    def close(self, state):
+        self._inner.close(state)
+
+
+async def test_an_engine_failure_on_one_session_spares_the_sessions_batched_with_it():
+    async with Server(server_config(), _FailingFeedEngine()) as server:
+        doomed_start = {**PCM_START, "prompt": "boom"}
+        bad, good = await asyncio.wait_for(
+            asyncio.gather(
+                run_session(server.url, tone_pcm(2.0), start=doomed_start),
+                run_session(server.url, tone_pcm(2.0)),
+            ),
+            30,
+        )
+    assert of_type(bad, "error")[0]["code"] == "engine_error" and bad[-1]["reason"] == "error"
+    assert not of_type(good, "error") and of_type(good, "caption.final") and good[-1]["reason"] == "stop"
+
+
+async def test_shutdown_before_start_tells_the_client_at_once():
+    server = Server(server_config(), build_engine(EngineChoice("fake")))
+    await server.__aenter__()
+    async with connect(server.url) as ws:
+        await asyncio.sleep(0.1)
+        started = asyncio.get_running_loop().time()
+        await server.shutdown()
+        events = [json.loads(message) async for message in ws]
+    assert asyncio.get_running_loop().time() - started < 1.5
+    assert events[0]["code"] == "shutting_down" and events[-1]["reason"] == "shutdown"
+
+
+async def test_container_timestamps_count_from_zero(server):
+    # An Ogg/Opus stream whose first timestamp is 5 s: captions still start near 0.
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="ogg") as container:
+        stream = container.add_stream("libopus", rate=48_000)
+        stream.layout = "mono"
+        t = np.arange(48_000 * 2) / 48_000
+        wave = (0.3 * np.sin(2 * np.pi * 440 * t) * ((t % 1.0) < 0.7)).astype(np.float32)
+        for index, offset in enumerate(range(0, len(wave), 960)):
+            frame = av.AudioFrame.from_ndarray(wave[None, offset : offset + 960], format="flt", layout="mono")
+            frame.sample_rate = 48_000
+            frame.pts = 5 * 48_000 + index * 960
+            frame.time_base = Fraction(1, 48_000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    start = {"type": "start", "audio": {"encoding": "container", "container": "ogg"}}
+    events = await run_session(server.url, buffer.getvalue(), frame_bytes=2_000, start=start)
+    finals = of_type(events, "caption.final")
+    assert finals and finals[0]["start"] < 0.5
+    assert events[-1]["audio_received_s"] == pytest.approx(2.0, abs=0.1)
