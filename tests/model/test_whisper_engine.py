@@ -9,6 +9,7 @@ import pytest
 from clients import speech
 from model.api import AudioChunk, EngineChoice, SessionOptions, Word
 from model.engines import build_engine
+from model.whisper_engine import WhisperEngineConfig
 
 pytestmark = [
     pytest.mark.slow,
@@ -55,6 +56,11 @@ def test_spec_asks_for_batched_sub_second_steps(engine):
     assert 0 < engine.spec.min_step_samples <= 16_000 // 2
     assert engine.spec.min_step_samples % 640 == 0
     assert engine.spec.word_timestamps
+
+
+def test_beam_width_is_an_engine_option():
+    assert WhisperEngineConfig.from_options(None, {"beam_size": 1}).beam_size == 1
+    assert WhisperEngineConfig().beam_size >= 1
 
 
 def test_streamed_transcript_is_close_to_the_reference_and_to_offline(engine, script):
