@@ -17,6 +17,7 @@ import ctypes
 import functools
 import io
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -340,7 +341,31 @@ def corpus_script(
     return build_script(picked, pause_s=pause_s, config=config)
 
 
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+         "fifteen sixteen seventeen eighteen nineteen").split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def number_words(n: int) -> str:
+    """0 ≤ n < 1,000,000 spelled out ("one hundred twenty"), the way the references are written."""
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    if n < 1000:
+        rest = n % 100
+        return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " " + number_words(rest))
+    rest = n % 1000
+    return number_words(n // 1000) + " thousand" + ("" if rest == 0 else " " + number_words(rest))
+
+
 def normalize_text(text: str) -> str:
-    """Lower-case words without punctuation: the form WER is computed on."""
+    """Lower-case words without punctuation, numbers spelled out: the form WER is computed on.
+
+    Whisper writes "at 10" where the reference says "at ten"; like Whisper's own English
+    normaliser, we count that as the same word, for streaming and offline alike.
+    """
+    text = re.sub(r"(?<=\d),(?=\d{3})", "", text)  # 1,200 → 1200
     kept = "".join(c.lower() if c.isalnum() or c in " '" else " " for c in text)
-    return " ".join(kept.split())
+    words = [number_words(int(w)) if w.isdigit() and len(w) <= 6 else w for w in kept.split()]
+    return " ".join(" ".join(words).split())

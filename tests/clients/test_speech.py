@@ -68,4 +68,7 @@ def test_corpus_script_wraps_around_and_is_long_enough_for_benchmarks():
 
 
 def test_normalize_text_for_wer():
-    assert speech.normalize_text("Hello, World!  It's 10.") == "hello world it's 10"
+    assert speech.normalize_text("Hello,World!  It's 10.") == "hello world it's ten"
+    assert speech.normalize_text("Boils at 100 degrees; 1,250 people, 21 days") == (
+        "boils at one hundred degrees one thousand two hundred fifty people twenty one days"
+    )
