@@ -13,7 +13,6 @@ cost) and it is not used by the server; `bench/` measures it so the comparison i
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -30,7 +29,7 @@ from model.api import (
     Word,
     samples_to_seconds,
 )
-from model.whisper_engine import bundled_model_path
+from model.whisper_engine import load_whisper_model
 
 
 @dataclass(frozen=True)
@@ -58,16 +57,8 @@ class NaiveRetranscribeEngine:
     """See module docstring."""
 
     def __init__(self, config: NaiveEngineConfig = NaiveEngineConfig()) -> None:
-        from faster_whisper import WhisperModel
-
         self.config = config
-        path = config.model_path or bundled_model_path()
-        if not os.path.isfile(os.path.join(path, "model.bin")):
-            raise EngineError(f"no CTranslate2 Whisper model at {path!r}")
-        self.model = WhisperModel(
-            str(path), device="cpu", compute_type="int8",
-            cpu_threads=config.cpu_threads or os.cpu_count() or 1, local_files_only=True,
-        )
+        self.model = load_whisper_model(config.model_path, "int8", config.cpu_threads)
         step = int(config.step_s * SAMPLE_RATE) // SAMPLES_PER_AUDIO_TOKEN * SAMPLES_PER_AUDIO_TOKEN
         self.spec = EngineSpec(name="naive-retranscribe", max_batch=1, min_step_samples=step,
                                word_timestamps=True)

@@ -138,21 +138,13 @@ class WhisperEngine:
     """Streaming Whisper over CTranslate2 with VAD gating and batched steps (see module doc)."""
 
     def __init__(self, config: WhisperEngineConfig = WhisperEngineConfig()) -> None:
-        from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
         from faster_whisper.utils import get_assets_path
         from faster_whisper.vad import SileroVADModel
 
         self.config = config
-        path = config.model_path or bundled_model_path()
-        if not os.path.isfile(os.path.join(path, "model.bin")):
-            raise EngineError(f"no CTranslate2 Whisper model at {path!r} (model.bin missing)")
-        # local_files_only: a bad path must fail here, never turn into a hub download.
-        self.model = WhisperModel(
-            str(path), device="cpu", compute_type=config.compute_type,
-            cpu_threads=config.cpu_threads or os.cpu_count() or 1, local_files_only=True,
-        )
+        self.model = load_whisper_model(config.model_path, config.compute_type, config.cpu_threads)
         if self.model.model.is_multilingual:
             raise EngineError("WhisperEngine serves English-only (.en) checkpoints")
         self.tokenizer = Tokenizer(self.model.hf_tokenizer, False, task="transcribe", language="en")
@@ -514,6 +506,20 @@ class _Plan:
 def transcribe_offline(audio: np.ndarray, model_path: str | None = None, beam_size: int = 1) -> list[Word]:
     """Convenience: build an engine and transcribe a whole recording (see the method)."""
     return WhisperEngine(WhisperEngineConfig(model_path=model_path)).transcribe_offline(audio, beam_size)
+
+
+def load_whisper_model(model_path: str | None, compute_type: str = "int8", cpu_threads: int = 0):
+    """A faster-whisper model from a local CTranslate2 directory (None: the bundled tiny.en)."""
+    from faster_whisper import WhisperModel
+
+    path = model_path or bundled_model_path()
+    if not os.path.isfile(os.path.join(path, "model.bin")):
+        raise EngineError(f"no CTranslate2 Whisper model at {path!r} (model.bin missing)")
+    # local_files_only: a bad path must fail here, never turn into a hub download.
+    return WhisperModel(
+        str(path), device="cpu", compute_type=compute_type,
+        cpu_threads=cpu_threads or os.cpu_count() or 1, local_files_only=True,
+    )
 
 
 def bundled_model_path() -> str:

@@ -52,7 +52,6 @@ async def server():
 
 async def run_session(url: str, pcm: bytes, frame_bytes: int = 3_200, start=PCM_START, before=()):
     """Stream `pcm` as fast as possible, send stop, return every event until `ended`."""
-    events = []
     async with connect(url, max_size=None) as ws:
         for message in before:
             await ws.send(message)
@@ -60,11 +59,16 @@ async def run_session(url: str, pcm: bytes, frame_bytes: int = 3_200, start=PCM_
         for offset in range(0, len(pcm), frame_bytes):
             await ws.send(pcm[offset : offset + frame_bytes])
         await ws.send(json.dumps({"type": "stop"}))
-        async for message in ws:
-            event = json.loads(message)
-            events.append(event)
-            if event["type"] == "ended":
-                break
+        return await until_ended(ws)
+
+
+async def until_ended(ws) -> list[dict]:
+    """Every event the server sends up to and including `ended`."""
+    events = []
+    async for message in ws:
+        events.append(json.loads(message))
+        if events[-1]["type"] == "ended":
+            break
     return events
 
 
@@ -130,16 +134,12 @@ async def test_garbage_declared_as_ogg_fails_alone_while_another_session_succeed
 
 
 async def test_fifty_megabyte_frame_is_rejected_and_the_session_survives(server):
-    events = []
     async with connect(server.url, max_size=None) as ws:
         await ws.send(json.dumps(PCM_START))
         await ws.send(b"\x00" * (50 * 1024 * 1024))
         await ws.send(tone_pcm(2.0))  # under 1 MiB: accepted
         await ws.send(json.dumps({"type": "stop"}))
-        async for message in ws:
-            events.append(json.loads(message))
-            if events[-1]["type"] == "ended":
-                break
+        events = await until_ended(ws)
     error = of_type(events, "error")[0]
     assert error["code"] == "frame_too_large" and not error["fatal"]
     assert of_type(events, "caption.final") and events[-1]["reason"] == "stop"
@@ -203,7 +203,6 @@ async def test_start_timeout_and_bad_json_before_start():
 
 
 async def test_stats_report_received_and_processed_audio(server):
-    events = []
     async with connect(server.url) as ws:
         await ws.send(json.dumps(PCM_START))
         pcm = tone_pcm(2.0)
@@ -213,10 +212,7 @@ async def test_stats_report_received_and_processed_audio(server):
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.5)
         await ws.send(json.dumps({"type": "stop"}))
-        async for message in ws:
-            events.append(json.loads(message))
-            if events[-1]["type"] == "ended":
-                break
+        events = await until_ended(ws)
     stats = of_type(events, "stats")
     assert stats
     last = stats[-1]
@@ -239,16 +235,12 @@ async def test_health_endpoint_and_unknown_path(server):
 async def test_shutdown_flushes_finals_to_live_sessions():
     server = Server(server_config(), build_engine(EngineChoice("fake")))
     await server.__aenter__()
-    events = []
     async with connect(server.url) as ws:
         await ws.send(json.dumps(PCM_START))
         await ws.send(tone_pcm(2.0))
         await asyncio.sleep(0.3)
         shutdown = asyncio.create_task(server.shutdown())
-        async for message in ws:
-            events.append(json.loads(message))
-            if events[-1]["type"] == "ended":
-                break
+        events = await until_ended(ws)
         await shutdown
     assert of_type(events, "error")[-1]["code"] == "shutting_down"
     assert events[-1]["reason"] == "shutdown"
@@ -257,17 +249,13 @@ async def test_shutdown_flushes_finals_to_live_sessions():
 
 async def test_malformed_second_start_is_rejected_without_ending_the_session(server):
     second = json.dumps({"type": "start", "audio": {"encoding": "opus"}})
-    events = []
     async with connect(server.url) as ws:
         await ws.send(json.dumps(PCM_START))
         await ws.send(tone_pcm(1.0))
         await ws.send(second)
         await ws.send(tone_pcm(1.0))
         await ws.send(json.dumps({"type": "stop"}))
-        async for message in ws:
-            events.append(json.loads(message))
-            if events[-1]["type"] == "ended":
-                break
+        events = await until_ended(ws)
     error = of_type(events, "error")[0]
     assert error["code"] == "unsupported_encoding" and not error["fatal"]
     assert events[-1]["reason"] == "stop" and events[-1]["audio_received_s"] == pytest.approx(2.0, abs=0.05)
@@ -275,15 +263,11 @@ async def test_malformed_second_start_is_rejected_without_ending_the_session(ser
 
 async def test_idle_timeout_still_delivers_committed_words_as_finals():
     async with Server(server_config(idle_timeout_s=0.6), build_engine(EngineChoice("fake"))) as server:
-        events = []
         async with connect(server.url) as ws:
             await ws.send(json.dumps(PCM_START))
             # A word that commits, then one still sounding when the client goes quiet.
             await ws.send(tone_pcm(0.5) + bytes(int(0.3 * RATE) * 2) + tone_pcm(0.3))
-            async for message in ws:
-                events.append(json.loads(message))
-                if events[-1]["type"] == "ended":
-                    break
+            events = await until_ended(ws)
     stable = {w["text"] for e in of_type(events, "caption.partial") for w in e["words"] if w["stable"]}
     finals = {w["text"] for e in of_type(events, "caption.final") for w in e["words"]}
     assert stable and stable <= finals
