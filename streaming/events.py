@@ -121,14 +121,6 @@ def to_json(event: Event) -> str:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
 
-_EVENT_TYPES = {cls.type: cls for cls in (Ready, CaptionPartial, CaptionFinal, Stats, Error, Ended)}
-
-
-def event_type_names() -> tuple[str, ...]:
-    """Every `type` value a server sends (for docs and clients)."""
-    return tuple(_EVENT_TYPES)
-
-
 @dataclass(frozen=True)
 class ParsedEvent:
     """A server event as a client sees it: its type and its fields."""

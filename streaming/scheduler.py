@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
+
 from model.api import AudioChunk, CaptionUpdate, Engine, SessionOptions, samples_to_seconds, seconds_to_samples
 from streaming.config import SchedulerConfig
 
@@ -42,7 +44,6 @@ class SessionSlot:
     received_samples: int = 0  # media samples submitted so far (end of the last chunk)
     processed_s: float = 0.0  # media seconds the engine reported as processed
     dropped_samples: int = 0
-    drop_pending: bool = False  # the next chunk follows dropped audio
     last_step: int = -1  # index of the scheduler step that last advanced this session
     finishing: bool = False  # no step after finish was requested
     failed: bool = False
@@ -97,8 +98,6 @@ class Scheduler:
 
     async def warm_up(self, seconds: float = 2.0) -> None:
         """Run one full session through the engine so the first client pays no start-up cost."""
-        import numpy as np  # noqa: PLC0415 - only needed here
-
         def run() -> None:
             state = self.engine.open(SessionOptions())
             n = seconds_to_samples(seconds) // self.engine.spec.samples_per_chunk * self.engine.spec.samples_per_chunk
@@ -136,10 +135,7 @@ class Scheduler:
         """Queue audio for the model; returns how many samples had to be dropped (usually 0)."""
         if slot.finishing or slot.failed:
             return 0
-        if slot.drop_pending or (slot.received_samples and chunk.start_sample != slot.received_samples):
-            chunk = dataclasses.replace(chunk, discontinuity=True)
-            slot.drop_pending = False
-        slot.backlog.append(chunk)
+        slot.backlog.append(chunk)  # the chunker already flags time jumps as discontinuities
         slot.backlog_samples += len(chunk.samples)
         slot.received_samples = chunk.end_sample
         dropped = 0
