@@ -32,6 +32,7 @@ import numpy as np
 
 from clients.speech import Speech, TimedWord, corpus_script, normalize_text
 from clients.stream_client import ReceivedEvent, StreamOptions, stream_file, write_wav
+from bench.engine_probe import parse_knobs
 from model.api import Engine, EngineChoice
 from model.engines import build_engine
 from streaming.config import ServerConfig
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sentences", type=int, default=10, help="sentences per file (~5 s each)")
     parser.add_argument("--concurrency", type=int, default=4, help="streams in the concurrent run (0 skips it)")
     parser.add_argument("--skip-naive", action="store_true", help="skip the naive baseline")
+    parser.add_argument("knobs", nargs="*", help="whisper engine settings as NAME=VALUE (see bench.engine_probe)")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="patchstream-bench-"))
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     audio_total = sum(s.duration for _, s in serial_files)
     print(f"# {len(serial_files)} files, {audio_total:.0f} s of eSpeak NG speech in {workdir}", flush=True)
 
-    engine = build_engine(EngineChoice("whisper"))
+    engine = build_engine(EngineChoice("whisper", options=parse_knobs(args.knobs)))
     offline_texts = [" ".join(w.text for w in engine.transcribe_offline(s.samples)) for _, s in serial_files]
     offline_wer = {path.stem: jiwer.wer(normalize_text(s.text), normalize_text(t)) for (path, s), t in zip(serial_files, offline_texts)}
 

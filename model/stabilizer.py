@@ -40,6 +40,8 @@ class StabilizerConfig:
     right_context: int = 1  # agreement commits only words with this many words heard after them
     overlap_s: float = 0.0  # a new word centred before committed end + this repeats a committed one
     ngram_guard: int = 4  # up to this many leading words that repeat the committed tail are dropped
+    min_probability: float = 0.5  # agreement commits a less confident word only once it ends
+    doubtful_wait_s: float = 1.0  # this far before the audio end (more context fixes most of them)
 
 
 @dataclass(frozen=True)
@@ -73,12 +75,21 @@ class Stabilizer:
         `pause=True` means the speaker stopped (or the stream ends): every new word is committed.
         """
         fresh = self._drop_repeats(words)
+        if pause and not fresh and self._history:
+            # A last decode that hears nothing new where the one before heard words (its audio
+            # ends mid-way through the last word) must not erase what was shown as a partial.
+            fresh = [w for w in self._drop_repeats(self._history[-1][1]) if w.start < audio_end]
         if pause:
             agreed = len(fresh)
         else:
-            agreed = self._agreement(fresh, audio_end)
+            agreed, confidence = self._agreement(fresh, audio_end)
             while agreed and fresh[agreed - 1].end > audio_end - self.config.edge_s:
                 agreed -= 1
+            for i in range(agreed):
+                doubtful = confidence[i] < self.config.min_probability
+                if doubtful and fresh[i].end > audio_end - self.config.doubtful_wait_s:
+                    agreed = i
+                    break
             agreed = max(0, min(agreed, len(fresh) - self.config.right_context))
             # Old words are final even without agreement: they will not get better, only later.
             while agreed < len(fresh) and fresh[agreed].end <= audio_end - self.config.max_tentative_s:
@@ -115,21 +126,24 @@ class Stabilizer:
                 return fresh[n:]
         return fresh
 
-    def _agreement(self, fresh: list[Word], audio_end: float) -> int:
+    def _agreement(self, fresh: list[Word], audio_end: float) -> tuple[int, list[float]]:
         """Length of the common prefix of this hypothesis and the newest one that heard at
-        least `agree_gap_s` less audio (two decodes of nearly the same audio agree too easily)."""
+        least `agree_gap_s` less audio (two decodes of nearly the same audio agree too easily),
+        and per agreed word the lowest probability any of the agreeing hypotheses gave it."""
         older = [words for end, words in self._history if end <= audio_end - self.config.agree_gap_s]
         if len(older) < self.config.agree_with:
-            return 0
+            return 0, []
         n = len(fresh)
+        confidence = [w.probability for w in fresh]
         for previous in older[-self.config.agree_with :]:
             common = 0
             for new, old in zip(fresh, self._drop_repeats(previous)):
                 if normalize_word(new.text) != normalize_word(old.text):
                     break
+                confidence[common] = min(confidence[common], old.probability)
                 common += 1
             n = min(n, common)
-        return n
+        return n, confidence[:n]
 
     def _commit(self, words: list[Word]) -> None:
         if not words:

@@ -136,3 +136,40 @@ def test_redecoded_committed_words_are_dropped_even_when_times_shift():
     # The buffer still holds that audio; a re-decode shifts its times later by 0.2 s.
     again = s.update([Word("two", 0.5, 0.8), Word("three", 0.8, 1.1)], 2.0)
     assert [w.text for w in again.tentative] == ["three"]
+
+
+def test_a_doubtful_word_waits_for_more_audio_before_agreement_commits_it():
+    s = Stabilizer(StabilizerConfig(right_context=0, min_probability=0.5, doubtful_wait_s=1.0))
+    words = [Word("sure", 0.0, 0.3, probability=0.9), Word("magic", 0.3, 0.7, probability=0.2),
+             Word("before", 0.7, 1.0, probability=0.9)]
+    s.update(words, 1.2)
+    agreed = s.update(words, 1.45)
+    assert [w.text for w in agreed.committed] == ["sure"]  # "magic" and all after it wait
+    assert [w.text for w in agreed.tentative] == ["magic", "before"]
+    # Heard again with 1 s of audio after it, the word the decoder settled on is final.
+    s.update([Word("budget", 0.3, 0.7, probability=0.3), words[2]], 1.6)
+    later = s.update([Word("budget", 0.3, 0.7, probability=0.4), words[2]], 1.85)
+    assert [w.text for w in later.committed] == ["budget", "before"]
+
+
+def test_doubt_counts_the_least_confident_of_the_agreeing_hypotheses():
+    s = Stabilizer(StabilizerConfig(right_context=0, min_probability=0.5, doubtful_wait_s=1.0))
+    s.update([Word("to", 0.0, 0.2, probability=0.1)], 0.6)
+    # The newer decode is confident, the older one was not: still doubtful.
+    assert s.update([Word("to", 0.0, 0.2, probability=0.9)], 0.85).committed == ()
+    assert [w.text for w in s.update([Word("to", 0.0, 0.2, probability=0.9)], 1.1).committed] == ["to"]
+
+
+def test_the_confidence_gate_can_be_switched_off():
+    s = Stabilizer(StabilizerConfig(right_context=0, min_probability=0.0))
+    s.update([Word("maybe", 0.0, 0.3, probability=0.05)], 0.6)
+    assert [w.text for w in s.update([Word("maybe", 0.0, 0.3, probability=0.05)], 0.85).committed] == ["maybe"]
+
+
+def test_a_pause_keeps_the_last_partial_when_the_final_decode_hears_nothing_new():
+    s = Stabilizer(StabilizerConfig(right_context=0))
+    s.update([Word("end", 0.0, 0.3), Word("of", 0.3, 0.45), Word("day?", 0.5, 0.8)], 0.9)
+    result = s.update([], 0.85, pause=True)
+    assert [w.text for w in result.committed] == ["end", "of", "day?"]
+    assert result.segment_end
+    assert s.update([], 2.0, pause=True).committed == ()  # and only once

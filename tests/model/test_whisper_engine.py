@@ -189,3 +189,34 @@ def test_buffer_stays_bounded_over_a_long_stream(engine, monkeypatch):
     assert biggest <= limit
     assert committed > 0.5 * (20 * 60 / word_s) * 0.5  # words keep flowing, nothing stalls
     assert len(state.vad_probs) <= limit // 512 + 1
+
+
+def test_run_up_kept_after_a_pause_is_not_transcribed_again(engine):
+    """After a phrase closes, its last seconds stay in the buffer as context for the next one;
+    steps over that run-up and the silence after it must not invent words (a decoder asked to
+    continue a finished sentence over silence says things like "2.")."""
+    sentence = speech.synthesize(speech.CORPUS[8])
+    audio = np.concatenate([np.zeros(4800, np.float32), sentence.samples, np.zeros(4 * 16_000, np.float32)])
+    state = engine.open(SessionOptions())
+    committed, updates = stream(engine, state, audio, step_s=0.24)
+    committed += engine.finish(state).committed
+    spoken_until = 0.3 + sentence.duration
+    assert wer(sentence.text, committed) <= 0.2
+    assert all(w.end <= spoken_until + 0.3 for w in committed)
+    assert not any(u.tentative for u in updates[-8:])  # nothing pending during the silence
+
+
+def test_forced_prefix_carries_context_and_can_be_switched_off():
+    config = WhisperEngineConfig()
+    assert config.forced_prefix and config.pause_context_s > 0 and config.context_s > 0
+    assert not WhisperEngineConfig.from_options(None, {"forced_prefix": 0}).forced_prefix
+
+
+def test_words_of_the_forced_prefix_are_not_reported_again():
+    from model.whisper_engine import _after_prefix
+
+    alignment = [{"word": " The", "tokens": [1]}, {"word": " morning", "tokens": [2, 3]},
+                 {"word": " train", "tokens": [4]}, {"word": " was", "tokens": [5]}]
+    assert [a["word"] for a in _after_prefix(alignment, 3)] == [" train", " was"]
+    assert _after_prefix(alignment, 0) == alignment
+    assert _after_prefix(alignment, 5) == []
