@@ -38,7 +38,7 @@ from model.api import (
     Word,
     samples_to_seconds,
 )
-from model.stabilizer import Stabilizer, StabilizerConfig
+from model.stabilizer import Stabilizer, StabilizerConfig, normalize_word
 
 VAD_WINDOW = 512  # samples per Silero VAD decision (32 ms at 16 kHz); buffer cuts are multiples
 VAD_CONTEXT = 64  # samples of the previous window Silero v6 looks at (as faster-whisper feeds it)
@@ -411,12 +411,8 @@ class WhisperEngine:
             _select(encoded, aligned),
             [len(requests[i].audio) // HOP for i in aligned],
         )
-        from faster_whisper.transcribe import merge_punctuations
-
         for i, alignment in zip(aligned, alignments):
-            alignment = _after_prefix(alignment, requests[i].prefix_len)
-            merge_punctuations(alignment, PUNCT_BEFORE, PUNCT_AFTER)
-            words[i] = [a for a in alignment if a["word"].strip()]
+            words[i] = _new_words(alignment, requests[i].prefix_len)
         return words
 
     def _settle(self, session: WhisperSession, plan: "_Plan", raw: list[dict]) -> CaptionUpdate:
@@ -605,6 +601,16 @@ def _gap_cut(session: WhisperSession, cut: int) -> int:
     gap_start = words[following - 1].end if following else words[following].start - 0.1
     middle = (gap_start + words[following].start) / 2
     return cut if middle < session.media_seconds(0) else _buffer_index(session, middle)
+
+
+def _new_words(alignment: list[dict], prefix_len: int) -> list[dict]:
+    """Aligned words (faster-whisper dicts) → the decoded words after the forced prefix, with
+    punctuation glued on. Punctuation is merged first: a "." right after the prefix belongs to
+    a committed word and goes with it, instead of becoming a caption of its own."""
+    from faster_whisper.transcribe import merge_punctuations
+
+    merge_punctuations(alignment, PUNCT_BEFORE, PUNCT_AFTER)
+    return [a for a in _after_prefix(alignment, prefix_len) if normalize_word(a["word"])]
 
 
 def _after_prefix(alignment: list[dict], prefix_len: int) -> list[dict]:

@@ -220,3 +220,13 @@ def test_words_of_the_forced_prefix_are_not_reported_again():
     assert [a["word"] for a in _after_prefix(alignment, 3)] == [" train", " was"]
     assert _after_prefix(alignment, 0) == alignment
     assert _after_prefix(alignment, 5) == []
+
+
+def test_punctuation_right_after_the_prefix_never_becomes_a_word_of_its_own():
+    from model.whisper_engine import _new_words
+
+    alignment = [{"word": " at", "tokens": [1]}, {"word": " 10", "tokens": [2]},
+                 {"word": ".", "tokens": [3]}, {"word": " Please", "tokens": [4]}]
+    assert [a["word"] for a in _new_words(alignment, 2)] == [" Please"]
+    alignment = [{"word": " at", "tokens": [1]}, {"word": " ten", "tokens": [2]}, {"word": ".", "tokens": [3]}]
+    assert [a["word"] for a in _new_words(alignment, 1)] == [" ten."]
