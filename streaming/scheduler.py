@@ -41,7 +41,6 @@ class SessionSlot:
     max_backlog_samples: int
     backlog: deque[AudioChunk] = field(default_factory=deque)
     backlog_samples: int = 0
-    received_samples: int = 0  # media samples submitted so far (end of the last chunk)
     processed_s: float = 0.0  # media seconds the engine reported as processed
     dropped_samples: int = 0
     last_step: int = -1  # index of the scheduler step that last advanced this session
@@ -55,10 +54,6 @@ class SessionSlot:
     @property
     def dropped_s(self) -> float:
         return samples_to_seconds(self.dropped_samples)
-
-    @property
-    def received_s(self) -> float:
-        return samples_to_seconds(self.received_samples)
 
     def take_backlog(self) -> list[AudioChunk]:
         chunks = list(self.backlog)
@@ -137,7 +132,6 @@ class Scheduler:
             return 0
         slot.backlog.append(chunk)  # the chunker already flags time jumps as discontinuities
         slot.backlog_samples += len(chunk.samples)
-        slot.received_samples = chunk.end_sample
         dropped = 0
         while slot.backlog_samples > slot.max_backlog_samples and len(slot.backlog) > 1:
             oldest = slot.backlog.popleft()
