@@ -36,7 +36,6 @@ class StabilizerConfig:
     edge_s: float = 0.2  # agreement commits only words ending this far before the audio end:
     # a word cut by the buffer end is often misheard the same way twice ("two" → "to")
     agree_gap_s: float = 0.2  # agreement is with a hypothesis that heard at least this much less audio
-    agree_with: int = 1  # earlier hypotheses that must agree (1 = LocalAgreement-2)
     right_context: int = 1  # agreement commits only words with this many words heard after them
     overlap_s: float = 0.0  # a new word centred before committed end + this repeats a committed one
     ngram_guard: int = 4  # up to this many leading words that repeat the committed tail are dropped
@@ -82,7 +81,8 @@ class Stabilizer:
         if pause:
             agreed = len(fresh)
         else:
-            agreed, confidence = self._agreement(fresh, audio_end)
+            confidence = self._agreement(fresh, audio_end)
+            agreed = len(confidence)
             while agreed and fresh[agreed - 1].end > audio_end - self.config.edge_s:
                 agreed -= 1
             for i in range(agreed):
@@ -126,24 +126,19 @@ class Stabilizer:
                 return fresh[n:]
         return fresh
 
-    def _agreement(self, fresh: list[Word], audio_end: float) -> tuple[int, list[float]]:
-        """Length of the common prefix of this hypothesis and the newest one that heard at
-        least `agree_gap_s` less audio (two decodes of nearly the same audio agree too easily),
-        and per agreed word the lowest probability any of the agreeing hypotheses gave it."""
+    def _agreement(self, fresh: list[Word], audio_end: float) -> list[float]:
+        """The common prefix of this hypothesis and the newest one that heard at least
+        `agree_gap_s` less audio (two decodes of nearly the same audio agree too easily), as
+        the lower probability the two gave each agreed word."""
         older = [words for end, words in self._history if end <= audio_end - self.config.agree_gap_s]
-        if len(older) < self.config.agree_with:
-            return 0, []
-        n = len(fresh)
-        confidence = [w.probability for w in fresh]
-        for previous in older[-self.config.agree_with :]:
-            common = 0
-            for new, old in zip(fresh, self._drop_repeats(previous)):
-                if normalize_word(new.text) != normalize_word(old.text):
-                    break
-                confidence[common] = min(confidence[common], old.probability)
-                common += 1
-            n = min(n, common)
-        return n, confidence[:n]
+        if not older:
+            return []
+        confidence = []
+        for new, old in zip(fresh, self._drop_repeats(older[-1])):
+            if normalize_word(new.text) != normalize_word(old.text):
+                break
+            confidence.append(min(new.probability, old.probability))
+        return confidence
 
     def _commit(self, words: list[Word]) -> None:
         if not words:
