@@ -338,7 +338,8 @@ class WhisperEngine:
         """Batch-decode buffer regions → per request, words as dicts with region-relative times.
 
         Each region is padded with silence to a window that depends only on its own length
-        (so a session decodes the same alone or batched); equal windows share one batch."""
+        (so a session decodes the same alone or in a small batch); equal windows share one
+        batch. From `busy_batch` requests on, every request decodes greedily."""
         words: list[list[dict]] = [[] for _ in requests]
         groups: dict[int, list[int]] = {}
         for i, request in enumerate(requests):
