@@ -1,1 +1,1 @@
-"""Benchmarks (not tests): run as `python -m bench.<name>`."""
+"""Benchmarks (not tests): run as `python -m patchstream.bench.<name>`."""

@@ -1,8 +1,8 @@
 """Deterministic A/B of Whisper engine settings: WER and commit latency in audio time.
 
-    python -m bench.engine_probe                  # the defaults
-    python -m bench.engine_probe edge_s=0.3       # any WhisperEngineConfig / StabilizerConfig knob
-    python -m bench.engine_probe --voices en-us:165,en:160,en-us-nyc:180   # 3× the speech
+    python -m patchstream.bench.engine_probe                  # the defaults
+    python -m patchstream.bench.engine_probe edge_s=0.3       # any WhisperEngineConfig / StabilizerConfig knob
+    python -m patchstream.bench.engine_probe --voices en-us:165,en:160,en-us-nyc:180   # 3× the speech
 
 It is: the 30-sentence corpus, per voice three 10-sentence eSpeak NG files, fed to the engine in
 steps of `min_step_samples`, as the server's scheduler would with an idle model thread; latency is
@@ -10,7 +10,7 @@ the audio position of the step that committed a word minus the word's end, so re
 depend on machine load and two settings can be compared exactly. The same model's offline
 whole-file WER is printed beside it. One voice is ~340 words, where one word is 0.003 WER: compare
 settings on several voices before believing a difference of a few words. It is not: the end-to-end
-benchmark (`bench.latency` measures at the client, with compute time, through the server).
+benchmark (`patchstream.bench.latency` measures at the client, with compute time, through the server).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import time
 import jiwer
 import numpy as np
 
-from clients import speech
-from model.api import AudioChunk, SessionOptions, samples_to_seconds
-from model.stabilizer import normalize_word
-from model.whisper_engine import WhisperEngine, WhisperEngineConfig
+from patchstream.clients import speech
+from patchstream.model.api import AudioChunk, SessionOptions, samples_to_seconds
+from patchstream.model.stabilizer import normalize_word
+from patchstream.model.whisper_engine import WhisperEngine, WhisperEngineConfig
 
 FILES, SENTENCES = 3, 10
 MATCH_SLACK_S = 0.3  # a committed word is a reference word if its centre is this close to it
@@ -76,7 +76,7 @@ def stream_file(engine: WhisperEngine, script: speech.Speech) -> tuple[list, lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.engine_probe", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m patchstream.bench.engine_probe", description=__doc__.split("\n\n")[0])
     parser.add_argument("knobs", nargs="*", help="engine or stabilizer settings as NAME=VALUE")
     parser.add_argument("--voices", default="en-us:165", help="eSpeak voice:words-per-minute list")
     parser.add_argument("--no-offline", action="store_true", help="skip the offline baseline")
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         f"p50 {np.percentile(latencies, 50):.2f} s, p95 {np.percentile(latencies, 95):.2f} s ({len(latencies)} words), "
         f"engine time per audio second {spent_s / audio_s:.2f} (every step run; timing, not deterministic)"
     )
-    print("command: python -m bench.engine_probe " + " ".join(argv if argv is not None else sys.argv[1:]))
+    print("command: python -m patchstream.bench.engine_probe " + " ".join(argv if argv is not None else sys.argv[1:]))
     return 0
 
 

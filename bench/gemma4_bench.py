@@ -8,8 +8,8 @@ as a fraction of the HBM-bandwidth bound: (bytes of weights one step reads) / ba
 
 What it is not: no accuracy check (tests/model/ holds those), no real weights, no multi-GPU.
 
-    python -m bench.gemma4_bench                       # tiny on CPU, plus the 12B when cuda is available
-    python -m bench.gemma4_bench --configs 12b --hbm-gbps 3350   # compiled decode is the cuda default
+    python -m patchstream.bench.gemma4_bench                       # tiny on CPU, plus the 12B when cuda is available
+    python -m patchstream.bench.gemma4_bench --configs 12b --hbm-gbps 3350   # compiled decode is the cuda default
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from model import gemma4_stream as gs
-from model.gemma4 import FULL, Gemma4Config, Gemma4Unified, gemma4_12b_config
-from model.kv_cache import nbytes_per_token
+from patchstream.model import gemma4_stream as gs
+from patchstream.model.gemma4 import FULL, Gemma4Config, Gemma4Unified, gemma4_12b_config
+from patchstream.model.kv_cache import nbytes_per_token
 
 AUDIO_TOKENS_PER_S = 25  # one token per 40 ms frame
 HBM_GBPS = {"H200": 4800.0, "H100 PCIe": 2000.0, "H100 NVL": 3900.0, "H100": 3350.0, "A100": 2039.0}  # datasheets
@@ -214,7 +214,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
     configs = args.configs.split(",") if args.configs else (["tiny", "12b"] if cuda else ["tiny"])
-    print("# command: python -m bench.gemma4_bench " + " ".join(sys.argv[1:] if argv is None else argv))
+    print("# command: python -m patchstream.bench.gemma4_bench " + " ".join(sys.argv[1:] if argv is None else argv))
     rows: list[Row] = []
     for name in configs:
         if name == "tiny":

@@ -1,7 +1,7 @@
 """Caption latency, accuracy and cost of the live engine, measured at the client through the server.
 
-    python -m bench.latency                      # ~2.5 min of synthesized speech, all runs
-    python -m bench.latency --files 2 --sentences 6 --skip-naive   # a quicker look
+    python -m patchstream.bench.latency                      # ~2.5 min of synthesized speech, all runs
+    python -m patchstream.bench.latency --files 2 --sentences 6 --skip-naive   # a quicker look
 
 It is: a benchmark (not a test) that synthesizes English speech with eSpeak NG (reference text and
 word end times come from the synthesizer), streams every file through an in-process server at
@@ -30,13 +30,13 @@ from pathlib import Path
 import jiwer
 import numpy as np
 
-from clients.speech import Speech, TimedWord, corpus_script, normalize_text
-from clients.stream_client import ReceivedEvent, StreamOptions, stream_file, write_wav
-from bench.engine_probe import parse_knobs
-from model.api import Engine, EngineChoice
-from model.engines import build_engine
-from streaming.config import ServerConfig
-from streaming.server import Server
+from patchstream.clients.speech import Speech, TimedWord, corpus_script, normalize_text
+from patchstream.clients.stream_client import ReceivedEvent, StreamOptions, stream_file, write_wav
+from patchstream.bench.engine_probe import parse_knobs
+from patchstream.model.api import Engine, EngineChoice
+from patchstream.model.engines import build_engine
+from patchstream.streaming.config import ServerConfig
+from patchstream.streaming.server import Server
 
 MATCH_SLACK_S = 0.6  # a hypothesis word counts as a reference word if its times are this close
 
@@ -169,12 +169,12 @@ def overall_wer(files: list[tuple[Path, Speech]], texts: list[str]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m patchstream.bench.latency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=3, help="number of speech files")
     parser.add_argument("--sentences", type=int, default=10, help="sentences per file (~5 s each)")
     parser.add_argument("--concurrency", type=int, default=4, help="streams in the concurrent run (0 skips it)")
     parser.add_argument("--skip-naive", action="store_true", help="skip the naive baseline")
-    parser.add_argument("knobs", nargs="*", help="whisper engine settings as NAME=VALUE (see bench.engine_probe)")
+    parser.add_argument("knobs", nargs="*", help="whisper engine settings as NAME=VALUE (see patchstream.bench.engine_probe)")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="patchstream-bench-"))
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(latency_row("streaming: all", audio_total, stream_wer, overall_wer(serial_files, offline_texts), rtf, streaming))
 
     if not args.skip_naive:
-        from bench.naive_engine import NaiveRetranscribeEngine  # noqa: PLC0415
+        from patchstream.bench.naive_engine import NaiveRetranscribeEngine  # noqa: PLC0415
 
         naive, naive_rtf, _, _ = asyncio.run(run_engine(NaiveRetranscribeEngine(), "naive", serial_files, concurrent=False))
         rows.append(latency_row("naive baseline: all", audio_total, overall_wer(serial_files, [m.text for m in naive]),
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n# {args.concurrency} concurrent real-time streams (mean batch {mean_batch:.2f} sessions/step, wall {wall:.0f} s)")
         print(table(lag_rows, HEADER + ["lag early", "lag late", "lag max"]))
     print("\nlatency = client receive time − the word's end in the audio (eSpeak NG word events); seconds")
-    print("command: python -m bench.latency " + " ".join(argv if argv is not None else sys.argv[1:]))
+    print("command: python -m patchstream.bench.latency " + " ".join(argv if argv is not None else sys.argv[1:]))
     return 0
 
 

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from model.api import (
+from patchstream.model.api import (
     SAMPLE_RATE,
     SAMPLES_PER_AUDIO_TOKEN,
     AudioChunk,
@@ -29,7 +29,7 @@ from model.api import (
     Word,
     samples_to_seconds,
 )
-from model.whisper_engine import load_whisper_model
+from patchstream.model.whisper_engine import load_whisper_model
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""`python -m clients`: the same command line as the `patchstream` console script."""
+"""`python -m patchstream.clients`: the same command line as the `patchstream` console script."""
 
-from clients.cli import main
+from patchstream.clients.cli import main
 
 raise SystemExit(main())

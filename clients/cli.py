@@ -3,8 +3,8 @@
 It is: argument parsing (argparse subcommands) and the small async mains that wire
 `clients/stream_client.py` (streaming), `clients/terminal.py` (live display) and
 `clients/subtitles.py` (WebVTT/SRT) to either a remote server (`--url`) or one started in this
-process (`streaming.app.serve_in_process`), plus `serve`, which hands a frozen `ServerConfig` to
-`streaming.app.run`. The event loop is uvloop's when it is installed.
+process (`patchstream.streaming.app.serve_in_process`), plus `serve`, which hands a frozen `ServerConfig` to
+`patchstream.streaming.app.run`. The event loop is uvloop's when it is installed.
 
 It is not: the server, the engine, or the protocol; every rule about those lives in `streaming/`,
 `model/` and docs/protocol.md. It never imports torch. Exit status: 0 done, 1 a failure
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Coroutine
 
-from clients.stream_client import (
+from patchstream.clients.stream_client import (
     ClientError,
     ReceivedEvent,
     StreamOptions,
@@ -32,11 +32,11 @@ from clients.stream_client import (
     stream_reader,
     write_wav,
 )
-from clients.subtitles import cues_from_finals, to_srt, to_webvtt
-from clients.terminal import TerminalRenderer
-from model.api import EngineChoice, EngineError
-from model.engines import ENGINES  # the registry's names; it imports no engine until one is built
-from streaming.config import NATIVE_STREAM_PATH, LimitsConfig, ServerConfig
+from patchstream.clients.subtitles import cues_from_finals, to_srt, to_webvtt
+from patchstream.clients.terminal import TerminalRenderer
+from patchstream.model.api import EngineChoice, EngineError
+from patchstream.model.engines import ENGINES  # the registry's names; it imports no engine until one is built
+from patchstream.streaming.config import NATIVE_STREAM_PATH, LimitsConfig, ServerConfig
 
 DEFAULT_ENGINE = "whisper"  # the bundled CPU default (faster-whisper tiny.en)
 DEMO_SENTENCES = 4  # about 20 s of speech: long enough to watch captions firm up
@@ -135,7 +135,7 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `patchstream` console script and `python -m clients`."""
+    """Entry point of the `patchstream` console script and `python -m patchstream.clients`."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "caption" and args.url and (args.engine or args.model_path):
@@ -159,7 +159,7 @@ def _caption_command(args: argparse.Namespace) -> int:
 
 def _serve_command(args: argparse.Namespace) -> int:
     # Imported here so that `caption --url` works on a machine that only has the client's needs.
-    from streaming.app import run
+    from patchstream.streaming.app import run
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -174,7 +174,7 @@ def _serve_command(args: argparse.Namespace) -> int:
 
 
 def _demo_command(args: argparse.Namespace) -> int:
-    from clients import speech
+    from patchstream.clients import speech
 
     if not speech.espeak_available():
         print("patchstream: the demo needs eSpeak NG: pip install espeakng-loader "
@@ -242,7 +242,7 @@ async def _caption_file(job: CaptionJob, on_event: Callable[[ReceivedEvent], Non
         if job.url:
             return await stream_reader(reader, StreamOptions(url=job.url, fast=job.fast), on_event)
         # Imported here so that `caption --url` never loads the server or an engine.
-        from streaming.app import serve_in_process
+        from patchstream.streaming.app import serve_in_process
 
         print(
             f"patchstream: starting an in-process server ({job.engine.name} engine)…",

@@ -33,7 +33,7 @@ from websockets.exceptions import (
     InvalidURI,
 )
 
-from streaming.events import ParsedEvent, parse_event
+from patchstream.streaming.events import ParsedEvent, parse_event
 
 WIRE_SAMPLE_RATE = 16_000  # Hz of the PCM we send; the server's engine rate, so it never resamples
 BYTES_PER_SAMPLE = 2  # pcm_s16le, mono

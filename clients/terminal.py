@@ -17,8 +17,8 @@ import sys
 from dataclasses import dataclass
 from typing import TextIO
 
-from clients.stream_client import ReceivedEvent
-from clients.subtitles import timestamp
+from patchstream.clients.stream_client import ReceivedEvent
+from patchstream.clients.subtitles import timestamp
 
 CLEAR_LINE = "\r\x1b[K"  # back to column 0, erase to the end of the line (ANSI / VT100)
 ELLIPSIS = "…"

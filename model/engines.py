@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import importlib
 
-from model.api import Engine, EngineChoice, EngineError
+from patchstream.model.api import Engine, EngineChoice, EngineError
 
 # name → (module, factory); the factory takes the EngineChoice.
 ENGINES = {
-    "whisper": ("model.whisper_engine", "build"),
-    "fake": ("model.fake_engine", "build"),
+    "whisper": ("patchstream.model.whisper_engine", "build"),
+    "fake": ("patchstream.model.fake_engine", "build"),
 }
 
 

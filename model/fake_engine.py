@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from model.api import (
+from patchstream.model.api import (
     SAMPLES_PER_AUDIO_TOKEN,
     AudioChunk,
     CaptionUpdate,

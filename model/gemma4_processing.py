@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from model.api import PATCH_PX, SAMPLE_RATE, SAMPLES_PER_AUDIO_TOKEN
+from patchstream.model.api import PATCH_PX, SAMPLE_RATE, SAMPLES_PER_AUDIO_TOKEN
 
 # ---------------------------------------------------------------------------------------------
 # Constants (units in the names or comments)

@@ -17,8 +17,8 @@ from typing import Callable
 
 import torch
 
-from model.gemma4 import FULL, MM_IMAGE, MM_VIDEO, AttentionContext, Gemma4Unified
-from model.kv_cache import FullKVCache, RingKVCache
+from patchstream.model.gemma4 import FULL, MM_IMAGE, MM_VIDEO, AttentionContext, Gemma4Unified
+from patchstream.model.kv_cache import FullKVCache, RingKVCache
 
 DEFAULT_ROLLBACK_SLACK = 256  # tokens a session can roll back on sliding layers (a caption suffix + its decode)
 DEFAULT_FULL_CAPACITY = 4096  # initial full-layer slots per session; doubles when filled

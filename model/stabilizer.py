@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from model.api import Word
+from patchstream.model.api import Word
 
 SENTENCE_END = (".", "?", "!")  # a committed word ending so closes a caption segment
 HISTORY = 8  # hypotheses remembered for agreement (a few steps' worth)

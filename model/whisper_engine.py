@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from model.api import (
+from patchstream.model.api import (
     SAMPLE_RATE,
     SAMPLES_PER_AUDIO_TOKEN,
     AudioChunk,
@@ -38,7 +38,7 @@ from model.api import (
     Word,
     samples_to_seconds,
 )
-from model.stabilizer import Stabilizer, StabilizerConfig, normalize_word
+from patchstream.model.stabilizer import Stabilizer, StabilizerConfig, normalize_word
 
 VAD_WINDOW = 512  # samples per Silero VAD decision (32 ms at 16 kHz); buffer cuts are multiples
 VAD_CONTEXT = 64  # samples of the previous window Silero v6 looks at (as faster-whisper feeds it)

@@ -12,10 +12,10 @@ import logging
 import signal
 from typing import AsyncIterator
 
-from model.api import EngineChoice
-from model.engines import build_engine
-from streaming.config import ServerConfig
-from streaming.server import Server
+from patchstream.model.api import EngineChoice
+from patchstream.model.engines import build_engine
+from patchstream.streaming.config import ServerConfig
+from patchstream.streaming.server import Server
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.api import SAMPLES_PER_AUDIO_TOKEN, AudioChunk, seconds_to_samples
-from streaming.decode import DecodedAudio
+from patchstream.model.api import SAMPLES_PER_AUDIO_TOKEN, AudioChunk, seconds_to_samples
+from patchstream.streaming.decode import DecodedAudio
 
 DEFAULT_JITTER_TOLERANCE_S = 0.001  # timestamp error this small is clock noise, not a gap
 DEFAULT_MAX_GAP_FILL_S = 2.0  # longer gaps are a jump: don't feed the engine seconds of silence

@@ -36,7 +36,7 @@ class SchedulerConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Everything `streaming.server.Server` needs besides its engine."""
+    """Everything `patchstream.streaming.server.Server` needs besides its engine."""
 
     host: str = "127.0.0.1"  # address to bind; "0.0.0.0" to serve other machines
     port: int = 8765  # TCP port; 0 picks a free one (tests)

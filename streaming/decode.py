@@ -27,7 +27,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from model.api import SAMPLE_RATE
+from patchstream.model.api import SAMPLE_RATE
 
 # --- declarations -------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from streaming.events import CaptionPartial, Event, Stats
+from patchstream.streaming.events import CaptionPartial, Event, Stats
 
 
 class OutboxOverflow(Exception):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from model.api import CaptionUpdate, Word
-from streaming.events import CaptionFinal, CaptionPartial, WordTiming
+from patchstream.model.api import CaptionUpdate, Word
+from patchstream.streaming.events import CaptionFinal, CaptionPartial, WordTiming
 
 SENTENCE_END = (".", "?", "!", "…")
 

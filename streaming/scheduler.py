@@ -24,8 +24,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from model.api import AudioChunk, CaptionUpdate, Engine, SessionOptions, samples_to_seconds, seconds_to_samples
-from streaming.config import SchedulerConfig
+from patchstream.model.api import AudioChunk, CaptionUpdate, Engine, SessionOptions, samples_to_seconds, seconds_to_samples
+from patchstream.streaming.config import SchedulerConfig
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from model.api import Engine
-from streaming.config import HEALTH_PATH, NATIVE_STREAM_PATH, ServerConfig
-from streaming.events import Ended, Error, to_json
-from streaming.scheduler import Scheduler
-from streaming.session import Session, SessionContext
+from patchstream.model.api import Engine
+from patchstream.streaming.config import HEALTH_PATH, NATIVE_STREAM_PATH, ServerConfig
+from patchstream.streaming.events import Ended, Error, to_json
+from patchstream.streaming.scheduler import Scheduler
+from patchstream.streaming.session import Session, SessionContext
 
 log = logging.getLogger(__name__)
 

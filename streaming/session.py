@@ -18,15 +18,15 @@ from dataclasses import dataclass
 
 from websockets.exceptions import ConnectionClosed
 
-from model.api import AudioChunk, CaptionUpdate, EngineError, EngineSpec, samples_to_seconds
-from streaming.chunker import AudioChunker
-from streaming.config import LimitsConfig, SchedulerConfig
-from streaming.decode import AudioDecoder, DecodeError
-from streaming.events import CodedError, Ended, Error, Event, Ready, Stats, to_json
-from streaming.outbox import Outbox, OutboxOverflow
-from streaming.policy import CaptionPolicy, CaptionPolicyConfig
-from streaming.scheduler import Scheduler, SessionSlot
-from streaming.wire import ProtocolError, StartMessage, StopMessage, parse_control
+from patchstream.model.api import AudioChunk, CaptionUpdate, EngineError, EngineSpec, samples_to_seconds
+from patchstream.streaming.chunker import AudioChunker
+from patchstream.streaming.config import LimitsConfig, SchedulerConfig
+from patchstream.streaming.decode import AudioDecoder, DecodeError
+from patchstream.streaming.events import CodedError, Ended, Error, Event, Ready, Stats, to_json
+from patchstream.streaming.outbox import Outbox, OutboxOverflow
+from patchstream.streaming.policy import CaptionPolicy, CaptionPolicyConfig
+from patchstream.streaming.scheduler import Scheduler, SessionSlot
+from patchstream.streaming.wire import ProtocolError, StartMessage, StopMessage, parse_control
 
 log = logging.getLogger(__name__)
 

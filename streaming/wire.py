@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from model.api import SessionOptions
-from streaming.decode import ENCODINGS, AudioFormat, DecodeError
-from streaming.events import CodedError
+from patchstream.model.api import SessionOptions
+from patchstream.streaming.decode import ENCODINGS, AudioFormat, DecodeError
+from patchstream.streaming.events import CodedError
 
 MAX_CONTROL_BYTES = 64 * 1024  # a control message larger than this is not a control message
 MAX_PROMPT_CHARS = 2_000  # bias text; longer prompts only slow decoding down

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from websockets.asyncio.server import serve
 
-from clients import speech
-from clients.cli import CaptionJob, build_parser, caption, main
-from clients.stream_client import (
+from patchstream.clients import speech
+from patchstream.clients.cli import CaptionJob, build_parser, caption, main
+from patchstream.clients.stream_client import (
     FRAME_BYTES,
     ConnectionLost,
     PcmFileReader,
@@ -32,9 +32,9 @@ from clients.stream_client import (
     stream_file,
     write_wav,
 )
-from clients.terminal import CLEAR_LINE, TerminalOptions, TerminalRenderer
-from model.api import EngineChoice
-from streaming.events import parse_event
+from patchstream.clients.terminal import CLEAR_LINE, TerminalOptions, TerminalRenderer
+from patchstream.model.api import EngineChoice
+from patchstream.streaming.events import parse_event
 
 SR = 16_000
 VTT_TIMING = re.compile(r"^\d{2}:\d{2}:\d{2}\.\d{3} --> \d{2}:\d{2}:\d{2}\.\d{3}$")
@@ -127,7 +127,7 @@ def test_a_subcommand_is_required():
 
 def test_the_client_never_imports_torch_or_an_engine():
     code = (
-        "import sys, clients.cli, clients.stream_client, clients.terminal, clients.subtitles\n"
+        "import sys, patchstream.clients.cli, patchstream.clients.stream_client, patchstream.clients.terminal, patchstream.clients.subtitles\n"
         "loaded = [m for m in ('torch', 'faster_whisper', 'ctranslate2') if m in sys.modules]\n"
         "sys.exit(' '.join(loaded) or None)"
     )

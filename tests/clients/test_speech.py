@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clients import speech
+from patchstream.clients import speech
 
 pytestmark = pytest.mark.skipif(not speech.espeak_available(), reason="eSpeak NG is not installed")
 

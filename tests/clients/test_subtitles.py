@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from clients.subtitles import (
+from patchstream.clients.subtitles import (
     CUE_CHARS,
     LINE_CHARS,
     Cue,

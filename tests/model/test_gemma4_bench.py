@@ -6,15 +6,15 @@ import pytest
 
 pytest.importorskip("torch", reason="torch is needed for the Gemma 4 benchmark (pip install '.[gemma]')")
 
-from bench import gemma4_bench  # noqa: E402
-from model.gemma4 import Gemma4Unified, gemma4_12b_config  # noqa: E402
+from patchstream.bench import gemma4_bench  # noqa: E402
+from patchstream.model.gemma4 import Gemma4Unified, gemma4_12b_config  # noqa: E402
 
 
 def test_bench_prints_a_table_for_the_tiny_config(capsys):
     gemma4_bench.main(["--configs", "tiny", "--batches", "1,2", "--context", "24", "--chunk", "8", "--steps", "2",
                        "--no-compile"])
     out = capsys.readouterr().out
-    assert "# command: python -m bench.gemma4_bench --configs tiny" in out
+    assert "# command: python -m patchstream.bench.gemma4_bench --configs tiny" in out
     assert len([line for line in out.splitlines() if line.startswith("tiny ")]) == 2
 
 

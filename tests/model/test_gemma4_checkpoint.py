@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is needed for the Gemma 4 model tests (pip install '.[gemma]')")
 safetensors_torch = pytest.importorskip("safetensors.torch", reason="loading needs safetensors (pip install '.[gemma]')")
 
-from model.gemma4 import Gemma4Unified, count_parameters, gemma4_12b_config  # noqa: E402
+from patchstream.model.gemma4 import Gemma4Unified, count_parameters, gemma4_12b_config  # noqa: E402
 from tests.model.test_gemma4_config import media_inputs, rel_err, save_tiny  # noqa: E402
 
 

@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is needed for the Gemma 4 model tests (pip install '.[gemma]')")
 
-from model.gemma4 import FULL, SLIDING, Gemma4Config, gemma4_12b_config  # noqa: E402
+from patchstream.model.gemma4 import FULL, SLIDING, Gemma4Config, gemma4_12b_config  # noqa: E402
 
 # Tiny token ids: the tiny vocab (512) cannot hold the real 255999..258884.
 BOI, EOI, IMG, VID, BOA, EOA, AUD = 500, 501, 502, 503, 504, 505, 506

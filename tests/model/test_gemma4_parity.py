@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is needed for the Gemma 4 model tests (pip install '.[gemma]')")
 
-from model.gemma4 import Gemma4Unified  # noqa: E402
+from patchstream.model.gemma4 import Gemma4Unified  # noqa: E402
 from tests.model.test_gemma4_config import hf_forward, import_transformers, media_inputs, rel_err, save_tiny  # noqa: E402
 
 TOL = 1e-4

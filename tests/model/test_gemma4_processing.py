@@ -14,8 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the Gemma stack needs the `gemma` extra (torch)")
 
-from model.api import PATCH_PX, SAMPLES_PER_AUDIO_TOKEN
-from model.gemma4_processing import (
+from patchstream.model.api import PATCH_PX, SAMPLES_PER_AUDIO_TOKEN
+from patchstream.model.gemma4_processing import (
     MM_AUDIO,
     MM_IMAGE,
     MM_TEXT,

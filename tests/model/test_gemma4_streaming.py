@@ -13,9 +13,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is needed for the Gemma 4 model tests (pip install '.[gemma]')")
 
-from model import gemma4_stream as gs  # noqa: E402
-from model.gemma4 import Gemma4Unified  # noqa: E402
-from model.kv_cache import FullKVCache, RingKVCache  # noqa: E402
+from patchstream.model import gemma4_stream as gs  # noqa: E402
+from patchstream.model.gemma4 import Gemma4Unified  # noqa: E402
+from patchstream.model.kv_cache import FullKVCache, RingKVCache  # noqa: E402
 from tests.model.test_gemma4_config import (  # noqa: E402
     AUD, BOA, EOA, EOI, import_transformers, media_inputs, prompt, rel_err, save_tiny,
 )

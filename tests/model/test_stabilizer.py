@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from model.api import Word
-from model.stabilizer import Stabilizer, StabilizerConfig, normalize_word
+from patchstream.model.api import Word
+from patchstream.model.stabilizer import Stabilizer, StabilizerConfig, normalize_word
 
 # A "true" transcript with times: what a perfect recogniser would say about the audio.
 TRUTH = [

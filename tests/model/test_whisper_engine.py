@@ -6,10 +6,10 @@ import jiwer
 import numpy as np
 import pytest
 
-from clients import speech
-from model.api import AudioChunk, EngineChoice, SessionOptions, Word
-from model.engines import build_engine
-from model.whisper_engine import WhisperEngineConfig
+from patchstream.clients import speech
+from patchstream.model.api import AudioChunk, EngineChoice, SessionOptions, Word
+from patchstream.model.engines import build_engine
+from patchstream.model.whisper_engine import WhisperEngineConfig
 
 pytestmark = [
     pytest.mark.slow,
@@ -213,7 +213,7 @@ def test_forced_prefix_carries_context_and_can_be_switched_off():
 
 
 def test_words_of_the_forced_prefix_are_not_reported_again():
-    from model.whisper_engine import _after_prefix
+    from patchstream.model.whisper_engine import _after_prefix
 
     alignment = [{"word": " The", "tokens": [1]}, {"word": " morning", "tokens": [2, 3]},
                  {"word": " train", "tokens": [4]}, {"word": " was", "tokens": [5]}]
@@ -223,7 +223,7 @@ def test_words_of_the_forced_prefix_are_not_reported_again():
 
 
 def test_punctuation_right_after_the_prefix_never_becomes_a_word_of_its_own():
-    from model.whisper_engine import _new_words
+    from patchstream.model.whisper_engine import _new_words
 
     alignment = [{"word": " at", "tokens": [1]}, {"word": " 10", "tokens": [2]},
                  {"word": ".", "tokens": [3]}, {"word": " Please", "tokens": [4]}]

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.api import SAMPLE_RATE, SAMPLES_PER_AUDIO_TOKEN, AudioChunk
-from streaming.chunker import AudioChunker, ChunkerConfig
-from streaming.decode import AudioDecoder, AudioFormat, DecodedAudio
+from patchstream.model.api import SAMPLE_RATE, SAMPLES_PER_AUDIO_TOKEN, AudioChunk
+from patchstream.streaming.chunker import AudioChunker, ChunkerConfig
+from patchstream.streaming.decode import AudioDecoder, AudioFormat, DecodedAudio
 
 FRAME = SAMPLES_PER_AUDIO_TOKEN
 CONFIG = ChunkerConfig()

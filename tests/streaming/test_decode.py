@@ -17,8 +17,8 @@ import av
 import numpy as np
 import pytest
 
-from model.api import SAMPLE_RATE
-from streaming.decode import (
+from patchstream.model.api import SAMPLE_RATE
+from patchstream.streaming.decode import (
     BAD_FORMAT,
     DECODE_FAILED,
     DECODER_CLOSED,
@@ -381,7 +381,7 @@ def test_invalid_declarations_raise_clear_codes(kwargs, code):
 
 
 def test_streaming_package_never_imports_torch():
-    probe = "import sys, streaming.decode, streaming.chunker; sys.exit('torch' in sys.modules)"
+    probe = "import sys, patchstream.streaming.decode, patchstream.streaming.chunker; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], timeout=60).returncode == 0
 
 
@@ -389,7 +389,7 @@ def test_eight_channels_decode_in_a_subprocess_without_crashing():
     # PyAV 18.1 segfaults on 8-plane planar frames; a crash would take the whole server down.
     code = (
         "import numpy as np\n"
-        "from streaming.decode import AudioDecoder, AudioFormat\n"
+        "from patchstream.streaming.decode import AudioDecoder, AudioFormat\n"
         "d = AudioDecoder(AudioFormat('pcm_s16le', sample_rate=16000, channels=8))\n"
         "x = (np.arange(8)[None, :] * 1000 + np.zeros((3200, 1))).astype('<i2')\n"
         "out = d.decode(x.tobytes()) + d.flush()\n"

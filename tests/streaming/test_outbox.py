@@ -2,8 +2,8 @@
 
 import pytest
 
-from streaming.events import CaptionFinal, CaptionPartial, Stats
-from streaming.outbox import Outbox, OutboxOverflow
+from patchstream.streaming.events import CaptionFinal, CaptionPartial, Stats
+from patchstream.streaming.outbox import Outbox, OutboxOverflow
 
 
 def partial(cid, text):

@@ -1,8 +1,8 @@
 """The caption policy groups committed words into captions with stable ids."""
 
-from model.api import CaptionUpdate, Word
-from streaming.events import CaptionFinal, CaptionPartial
-from streaming.policy import CaptionPolicy, CaptionPolicyConfig
+from patchstream.model.api import CaptionUpdate, Word
+from patchstream.streaming.events import CaptionFinal, CaptionPartial
+from patchstream.streaming.policy import CaptionPolicy, CaptionPolicyConfig
 
 
 def w(text, start, end=None):

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from model.api import EngineChoice
-from model.engines import build_engine
-from streaming.config import LimitsConfig, SchedulerConfig, ServerConfig
-from streaming.server import Server
+from patchstream.model.api import EngineChoice
+from patchstream.model.engines import build_engine
+from patchstream.streaming.config import LimitsConfig, SchedulerConfig, ServerConfig
+from patchstream.streaming.server import Server
 
 RATE = 16_000
 PCM_START = {"type": "start", "audio": {"encoding": "pcm_s16le", "sample_rate": RATE, "channels": 1}}

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from streaming.wire import ProtocolError, StartMessage, StopMessage, parse_control
+from patchstream.streaming.wire import ProtocolError, StartMessage, StopMessage, parse_control
 
 
 def start(**audio):
