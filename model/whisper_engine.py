@@ -38,10 +38,10 @@ from patchstream.model.api import (
     Word,
     samples_to_seconds,
 )
+from patchstream.model.repetition import RepetitionConfig, audio_backed
 from patchstream.model.stabilizer import Stabilizer, StabilizerConfig, normalize_word
+from patchstream.model.vad import VAD_WINDOW, StreamingVad, VadState  # buffer cuts are whole VAD windows
 
-VAD_WINDOW = 512  # samples per Silero VAD decision (32 ms at 16 kHz); buffer cuts are multiples
-VAD_CONTEXT = 64  # samples of the previous window Silero v6 looks at (as faster-whisper feeds it)
 HOP = 160  # samples per log-mel frame (10 ms)
 FRAMES_PER_ENCODER_STEP = 2  # the encoder halves time: one output position per 20 ms
 MAX_DECODE_TOKENS = 448  # Whisper's text context, prompt included
@@ -81,6 +81,7 @@ class WhisperEngineConfig:
     tokens_per_second: float = 8.0  # decode budget; plain speech needs about 3-4
     no_speech_threshold: float = 0.6  # with a low log-prob, Whisper's own "nothing said" verdict
     logprob_threshold: float = -1.0  # mean token log-prob under which a decode is doubtful
+    repetition: RepetitionConfig = field(default_factory=RepetitionConfig)  # text past the audio, loops
     capacity_s: float = 60.0  # per-session audio buffer; the server bounds its backlog well below
     stabilizer: StabilizerConfig = field(default_factory=StabilizerConfig)
 
@@ -121,7 +122,7 @@ class WhisperSession:
     anchors: list[tuple[int, int]] = field(default_factory=lambda: [(0, 0)])
     next_media: int | None = None  # media sample the next chunk should start at, if contiguous
     vad_probs: list[float] = field(default_factory=list)  # one per VAD window from buffer start
-    vad_context: np.ndarray = field(default_factory=lambda: np.zeros(VAD_WINDOW, np.float32))
+    vad_state: VadState = field(default_factory=VadState)  # Silero's recurrent state for this stream
     committed_words: list[Word] = field(default_factory=list)  # recent finals, for the prompt
     processed_until: float = 0.0  # media seconds decoded (or judged silent) so far
     phrase_done_until: float = 0.0  # media seconds up to which a closed phrase was transcribed
@@ -150,16 +151,13 @@ class WhisperEngine:
     def __init__(self, config: WhisperEngineConfig = WhisperEngineConfig()) -> None:
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
-        from faster_whisper.utils import get_assets_path
-        from faster_whisper.vad import SileroVADModel
-
         self.config = config
         self.model = load_whisper_model(config.model_path, config.compute_type, config.cpu_threads)
         if self.model.model.is_multilingual:
             raise EngineError("WhisperEngine serves English-only (.en) checkpoints")
         self.tokenizer = Tokenizer(self.model.hf_tokenizer, False, task="transcribe", language="en")
         self.suppress_tokens = list(get_suppressed_tokens(self.tokenizer, [-1]))
-        self.vad = SileroVADModel(os.path.join(get_assets_path(), "silero_vad_v6.onnx"))
+        self.vad = StreamingVad()
         self.window_samples = _round_up(int(config.window_s * SAMPLE_RATE), HOP * FRAMES_PER_ENCODER_STEP)
         self.max_decode_samples = _round_down(int(config.max_decode_s * SAMPLE_RATE), VAD_WINDOW)
         min_step = _round_up(int(config.min_step_s * SAMPLE_RATE), SAMPLES_PER_AUDIO_TOKEN)
@@ -248,26 +246,12 @@ class WhisperEngine:
         return updates
 
     def _update_vad(self, sessions: list[WhisperSession]) -> None:
-        """Score every new whole VAD window of every session in one ONNX call."""
-        pieces, counts = [], []
+        """Score every new whole VAD window of every session, each with its own Silero state."""
         for s in sessions:
             done = len(s.vad_probs) * VAD_WINDOW
             new = _round_down(s.size - done, VAD_WINDOW)
-            counts.append(new // VAD_WINDOW)
             if new:
-                # Prepend the window before: Silero takes each window's context from the one
-                # before it; that extra window's own score is discarded.
-                audio = s.buffer[done : done + new]
-                pieces.append(np.concatenate([s.vad_context, audio]))
-                s.vad_context = audio[-VAD_WINDOW:].copy()
-        if not pieces:
-            return
-        probs = np.asarray(self.vad(np.concatenate(pieces))).reshape(-1)
-        offset = 0
-        for s, count in zip(sessions, counts):
-            if count:
-                s.vad_probs += probs[offset + 1 : offset + 1 + count].tolist()
-                offset += count + 1
+                s.vad_probs += self.vad.score(s.vad_state, s.buffer[done : done + new]).tolist()
 
     def _plan(self, session: WhisperSession, final: bool) -> "_Plan":
         """Which part of the buffer to decode now, and whether the phrase has ended there."""
@@ -436,6 +420,7 @@ class WhisperEngine:
                 end=session.media_seconds(last),
                 probability=float(a["probability"]),
             ))
+        words = audio_backed(words, cfg.repetition)
         audio_end = session.media_seconds(region_end)
         result = session.stabilizer.update(words, audio_end, pause=plan.pause)
         if plan.pause:
@@ -509,7 +494,7 @@ class WhisperEngine:
             max_length=16,
         )
         self._decode([probe])
-        self.vad(np.zeros(VAD_WINDOW * 2, np.float32))
+        self.vad.score(VadState(), np.zeros(VAD_WINDOW * 2, np.float32))
 
     def transcribe_offline(self, audio: np.ndarray, beam_size: int = 1) -> list[Word]:
         """Whole-recording transcription on the same model (faster-whisper's own long-form

@@ -174,7 +174,7 @@ def test_buffer_stays_bounded_over_a_long_stream(engine, monkeypatch):
         return out
 
     monkeypatch.setattr(engine, "_decode", fake_decode)
-    monkeypatch.setattr(engine, "vad", lambda audio: np.full((len(audio) // 512, 1), 0.9, np.float32))
+    monkeypatch.setattr(engine.vad, "score", lambda state, audio: np.full(len(audio) // 512, 0.9, np.float32))
     state = engine.open(SessionOptions())
     step = engine.spec.min_step_samples
     chunk = np.full(step, 0.1, np.float32)

@@ -1,0 +1,72 @@
+"""Sans-I/O guards against decoded text that the audio does not back.
+
+It is: two rules applied to one decode's aligned words before anything is committed.
+
+- **Text past the audio.** A small Whisper given a short stretch of speech followed by silence
+  often says it again ("Please call Stella. Please call Stella."), or keeps going in a loop. The
+  word alignment then finds no audio for the extra words: they get zero length, or a run of them
+  shares a few frames. So from the first zero-length word on, if the words from there to the end
+  average less than `min_seconds_per_word` of audio each, they are dropped. A zero-length word
+  followed by words with real audio is a misalignment of a real word and is kept.
+- **Loops.** Whisper's own test for a degenerate decode is a gzip compression ratio above 2.4.
+  When the text fails it, it is cut at the third consecutive copy of its repeating n-gram, so a
+  speaker's "five five" survives and a decoder's "five five five five ..." does not.
+
+It is not: the commit policy (`model.stabilizer`), and it never looks at audio, only at the times
+the aligner gave each word.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from patchstream.model.api import Word
+from patchstream.model.stabilizer import normalize_word
+
+
+@dataclass(frozen=True)
+class RepetitionConfig:
+    """Knobs of the two guards."""
+
+    min_seconds_per_word: float = 0.08  # real speech runs at most ~6 words/s even when fast
+    max_compression_ratio: float = 2.4  # Whisper's threshold for a repetitive decode
+    max_ngram: int = 4  # longest repeating unit the loop cutter looks for
+    kept_copies: int = 2  # a loop keeps this many consecutive copies of its unit
+
+
+def audio_backed(words: list[Word], config: RepetitionConfig = RepetitionConfig()) -> list[Word]:
+    """The words of one decode with text past the audio and repetition loops removed."""
+    return cut_loop(drop_text_past_audio(words, config), config)
+
+
+def drop_text_past_audio(words: list[Word], config: RepetitionConfig = RepetitionConfig()) -> list[Word]:
+    """Cut at the first zero-length word whose suffix has too little audio per word."""
+    for i, word in enumerate(words):
+        if word.end > word.start:
+            continue
+        span = words[-1].end - word.start
+        if span < config.min_seconds_per_word * (len(words) - i):
+            return words[:i]
+    return words
+
+
+def compression_ratio(text: str) -> float:
+    """Bytes of text per byte of its zlib compression (Whisper's repetitiveness measure)."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def cut_loop(words: list[Word], config: RepetitionConfig = RepetitionConfig()) -> list[Word]:
+    """Cut a repetitive decode at the first copy of an n-gram beyond `kept_copies` in a row."""
+    if compression_ratio(" ".join(w.text for w in words)) <= config.max_compression_ratio:
+        return words
+    keys = [normalize_word(w.text) for w in words]
+    for i in range(len(keys)):
+        for n in range(1, config.max_ngram + 1):
+            copies = 1
+            while keys[i : i + n] == keys[i + copies * n : i + (copies + 1) * n]:
+                copies += 1
+            if copies > config.kept_copies:
+                return words[: i + config.kept_copies * n]
+    return words
