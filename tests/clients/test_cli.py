@@ -34,7 +34,7 @@ from patchstream.clients.stream_client import (
 )
 from patchstream.clients.terminal import CLEAR_LINE, TerminalOptions, TerminalRenderer
 from patchstream.model.api import EngineChoice
-from patchstream.streaming.events import parse_event
+from patchstream.streaming.protocol import parse_event
 
 SR = 16_000
 VTT_TIMING = re.compile(r"^\d{2}:\d{2}:\d{2}\.\d{3} --> \d{2}:\d{2}:\d{2}\.\d{3}$")
