@@ -2,9 +2,9 @@
 
 It is: four tasks that carry bytes and time between the websocket, the decoder, the scheduler
 and the sans-I/O protocol (`session_protocol.py`), and carry out the protocol's actions:
-- the receiver reads client messages (and notices a server shutdown), feeds them to the protocol
-  and performs `Open`, `Decode` and `FinishMedia` (the bounded media queue makes a fast sender
-  wait: TCP backpressure);
+- the receiver reads client messages, feeds them to the protocol and performs `Open`, `Decode`
+  and `FinishMedia` (the bounded media queue makes a fast sender wait: TCP backpressure); a
+  server shutdown reaches the protocol through `request_shutdown`;
 - the media task decodes and chunks off the event loop and finishes the engine session;
 - the ticker calls `tick` when the protocol's next deadline comes;
 - the sender writes the protocol's events to the websocket.
