@@ -58,8 +58,8 @@ def stream_file(engine: WhisperEngine, script: speech.Speech) -> tuple[list, lis
     for position in range(0, len(script.samples) // 640 * 640, step):
         engine.feed(state, AudioChunk(script.samples[position : position + step], position))
         heard = samples_to_seconds(position + step)
-        committed += [(word, heard) for word in engine.step([state])[0].committed]
-    committed += [(word, script.duration) for word in engine.finish(state).committed]
+        committed += [(word, heard) for word in engine.step([state])[0].captions.committed]
+    committed += [(word, script.duration) for word in engine.finish(state).captions.committed]
     spent = time.perf_counter() - started
     engine.close(state)
     latencies = []

@@ -25,7 +25,9 @@ from patchstream.model.api import (
     CaptionUpdate,
     EngineError,
     EngineSpec,
+    SessionControl,
     SessionOptions,
+    StepResult,
     Word,
     samples_to_seconds,
 )
@@ -60,8 +62,7 @@ class NaiveRetranscribeEngine:
         self.config = config
         self.model = load_whisper_model(config.model_path, "int8", config.cpu_threads)
         step = int(config.step_s * SAMPLE_RATE) // SAMPLES_PER_AUDIO_TOKEN * SAMPLES_PER_AUDIO_TOKEN
-        self.spec = EngineSpec(name="naive-retranscribe", max_batch=1, min_step_samples=step,
-                               word_timestamps=True)
+        self.spec = EngineSpec(name="naive-retranscribe", max_batch=1, min_step_samples=step)
 
     def open(self, options: SessionOptions) -> NaiveSession:
         return NaiveSession(options=options)
@@ -74,11 +75,14 @@ class NaiveRetranscribeEngine:
         s.chunks.append(np.asarray(chunk.samples, np.float32))
         s.size += len(chunk.samples)
 
-    def step(self, states: Sequence[object]) -> list[CaptionUpdate]:
-        return [self._advance(_session(s), final=False) for s in states]
+    def control(self, state: object, control: SessionControl) -> None:
+        raise EngineError("the naive baseline takes no mid-session control")
 
-    def finish(self, state: object) -> CaptionUpdate:
-        return self._advance(_session(state), final=True)
+    def step(self, states: Sequence[object]) -> list[StepResult]:
+        return [StepResult(self._advance(_session(s), final=False)) for s in states]
+
+    def finish(self, state: object) -> StepResult:
+        return StepResult(self._advance(_session(state), final=True))
 
     def close(self, state: object) -> None:
         _session(state).chunks.clear()

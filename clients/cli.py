@@ -7,14 +7,14 @@ process (`patchstream.streaming.app.serve_in_process`), plus `serve`, which hand
 `patchstream.streaming.app.run`. The event loop is uvloop's when it is installed.
 
 It is not: the server, the engine, or the protocol; every rule about those lives in `streaming/`,
-`model/` and docs/protocol.md. It never imports torch. Exit status: 0 done, 1 a failure
+`model/` and docs/protocol.md. Of the server it imports only `patchstream.streaming.app` (the
+launcher's face) and `patchstream.streaming.protocol`. It never imports torch. Exit status: 0 done, 1 a failure
 explained on stderr (bad file, no server, a fatal server error), 2 bad arguments, 130 Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -34,9 +34,12 @@ from patchstream.clients.stream_client import (
 )
 from patchstream.clients.subtitles import cues_from_finals, to_srt, to_webvtt
 from patchstream.clients.terminal import TerminalRenderer
-from patchstream.model.api import EngineChoice, EngineError
-from patchstream.model.engines import ENGINES  # the registry's names; it imports no engine until one is built
-from patchstream.streaming.config import NATIVE_STREAM_PATH, LimitsConfig, ServerConfig
+# The server's launcher face (no engine is imported until one is built): `serve` and the
+# in-process server of `caption`/`demo` are the only reasons a client reaches the server.
+from patchstream.streaming.app import ENGINE_NAMES, EngineChoice, EngineError, LimitsConfig, ServerConfig
+from patchstream.streaming.app import run as run_server
+from patchstream.streaming.app import run_until_complete, serve_in_process
+from patchstream.streaming.protocol import NATIVE_STREAM_PATH
 
 DEFAULT_ENGINE = "whisper"  # the bundled CPU default (faster-whisper tiny.en)
 DEMO_SENTENCES = 4  # about 20 s of speech: long enough to watch captions firm up
@@ -119,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_engine_arguments(parser: argparse.ArgumentParser, default: str | None) -> None:
     parser.add_argument(
-        "--engine", choices=sorted(ENGINES), default=default,
+        "--engine", choices=ENGINE_NAMES, default=default,
         help=f"engine of the server (default {default or DEFAULT_ENGINE})",
     )
     parser.add_argument(
@@ -158,15 +161,12 @@ def _caption_command(args: argparse.Namespace) -> int:
 
 
 def _serve_command(args: argparse.Namespace) -> int:
-    # Imported here so that `caption --url` works on a machine that only has the client's needs.
-    from patchstream.streaming.app import run
-
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     limits = LimitsConfig(max_sessions=args.max_sessions, max_backlog_s=args.max_backlog_s)
     try:
-        run(ServerConfig(host=args.host, port=args.port, limits=limits), _engine_choice(args))
+        run_server(ServerConfig(host=args.host, port=args.port, limits=limits), _engine_choice(args))
     except (EngineError, OSError) as error:  # no model, or the port is taken
         print(f"patchstream: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -197,11 +197,7 @@ def _demo_command(args: argparse.Namespace) -> int:
 def run_async(make: Callable[[], Coroutine[None, None, int]]) -> int:
     """Run a coroutine on uvloop (asyncio's loop without it); Ctrl-C exits 130."""
     try:
-        import uvloop
-    except ImportError:
-        uvloop = None
-    try:
-        return uvloop.run(make()) if uvloop else asyncio.run(make())
+        return run_until_complete(make())
     except KeyboardInterrupt:
         print("\npatchstream: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -241,9 +237,6 @@ async def _caption_file(job: CaptionJob, on_event: Callable[[ReceivedEvent], Non
     try:
         if job.url:
             return await stream_reader(reader, StreamOptions(url=job.url, fast=job.fast), on_event)
-        # Imported here so that `caption --url` never loads the server or an engine.
-        from patchstream.streaming.app import serve_in_process
-
         print(
             f"patchstream: starting an in-process server ({job.engine.name} engine)…",
             file=sys.stderr,

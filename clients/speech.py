@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from patchstream.streaming.protocol import samples_to_seconds, seconds_to_samples
+
 SAMPLE_RATE = 16_000  # Hz; what every patchstream engine consumes
 SILENCE_RMS = 1e-3  # float RMS below which a 10 ms slice counts as silence when trimming word ends
 TRIM_HOP = 160  # 10 ms at 16 kHz: granularity of the word-end trim
@@ -93,7 +95,7 @@ class Speech:
 
     @property
     def duration(self) -> float:
-        return len(self.samples) / SAMPLE_RATE
+        return samples_to_seconds(len(self.samples), SAMPLE_RATE)
 
 
 @dataclass(frozen=True)
@@ -259,8 +261,8 @@ def _timed_words(
     starts: list[float | None] = []
     for (pos, _), bound in zip(spans, bounds):
         hits = [sample for p, sample in events if pos <= p < bound]
-        starts.append(min(hits) / rate if hits else None)
-    total = len(audio) / SAMPLE_RATE
+        starts.append(samples_to_seconds(min(hits), rate) if hits else None)
+    total = samples_to_seconds(len(audio), SAMPLE_RATE)
     if starts[0] is None:
         starts[0] = 0.0
     for i, start in enumerate(starts):
@@ -280,14 +282,14 @@ def _timed_words(
 
 def _sound_end(audio: np.ndarray, start: float, limit: float) -> float:
     """The last time before `limit` where audio after `start` is still louder than silence."""
-    lo, hi = int(start * SAMPLE_RATE), int(limit * SAMPLE_RATE)
+    lo, hi = seconds_to_samples(start, SAMPLE_RATE), seconds_to_samples(limit, SAMPLE_RATE)
     end = hi
     while end - TRIM_HOP > lo:
         piece = audio[end - TRIM_HOP : end]
         if np.sqrt(np.mean(piece * piece)) > SILENCE_RMS:
             break
         end -= TRIM_HOP
-    return end / SAMPLE_RATE
+    return samples_to_seconds(end, SAMPLE_RATE)
 
 
 def synthesize(text: str, config: VoiceConfig = VoiceConfig()) -> Speech:
@@ -314,13 +316,13 @@ def build_script(
 
     Word times are shifted to the script's timeline, so they are media times of the result.
     """
-    pause = np.zeros(int(round(pause_s * SAMPLE_RATE)), np.float32)
-    pieces = [np.zeros(int(round(lead_s * SAMPLE_RATE)), np.float32)]
+    pause = np.zeros(seconds_to_samples(pause_s, SAMPLE_RATE), np.float32)
+    pieces = [np.zeros(seconds_to_samples(lead_s, SAMPLE_RATE), np.float32)]
     words: list[TimedWord] = []
     offset = len(pieces[0])
     for i, sentence in enumerate(sentences):
         speech = synthesize(sentence, config)
-        shift = offset / SAMPLE_RATE
+        shift = samples_to_seconds(offset, SAMPLE_RATE)
         words += [TimedWord(w.text, w.start + shift, w.end + shift) for w in speech.words]
         pieces.append(speech.samples)
         offset += len(speech.samples)

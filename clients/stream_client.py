@@ -15,7 +15,6 @@ it sends raw PCM rather than the container so that any file works against any se
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from dataclasses import dataclass
@@ -33,12 +32,21 @@ from websockets.exceptions import (
     InvalidURI,
 )
 
-from patchstream.streaming.events import ParsedEvent, parse_event
+from patchstream.streaming.protocol import (
+    AudioFormat,
+    ParsedEvent,
+    StartMessage,
+    StopMessage,
+    control_to_json,
+    parse_event,
+    samples_to_seconds,
+    seconds_to_samples,
+)
 
 WIRE_SAMPLE_RATE = 16_000  # Hz of the PCM we send; the server's engine rate, so it never resamples
 BYTES_PER_SAMPLE = 2  # pcm_s16le, mono
 FRAME_S = 0.1  # one binary websocket frame: 100 ms of audio
-FRAME_SAMPLES = int(WIRE_SAMPLE_RATE * FRAME_S)  # 1600
+FRAME_SAMPLES = seconds_to_samples(FRAME_S, WIRE_SAMPLE_RATE)  # 1600
 FRAME_BYTES = FRAME_SAMPLES * BYTES_PER_SAMPLE  # 3200, far below the server's 1 MiB frame limit
 READ_BATCH_FRAMES = 10  # frames decoded per worker-thread call: 1 s of audio
 GAP_TOLERANCE_S = 0.1  # a hole in the file's timestamps longer than this is filled with silence
@@ -225,7 +233,7 @@ def _pcm(frames: list[av.AudioFrame]) -> Iterator[bytes]:
 
 def _silence(seconds: float) -> Iterator[bytes]:
     """`seconds` of s16 zeros in pieces of at most a second, so a long hole stays lazy too."""
-    remaining = int(round(seconds * WIRE_SAMPLE_RATE))
+    remaining = seconds_to_samples(seconds, WIRE_SAMPLE_RATE)
     while remaining > 0:
         samples = min(remaining, WIRE_SAMPLE_RATE)
         yield bytes(samples * BYTES_PER_SAMPLE)
@@ -251,16 +259,15 @@ def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int = WIRE_SAM
 
 def start_message(options: StreamOptions) -> str:
     """The `start` message for the PCM this client sends."""
-    message = {
-        "type": "start",
-        "audio": {"encoding": "pcm_s16le", "sample_rate": WIRE_SAMPLE_RATE, "channels": 1},
-        "language": options.language,
-        "interim_results": options.interim_results,
-        "stats": options.stats,
-    }
-    if options.prompt:
-        message["prompt"] = options.prompt
-    return json.dumps(message)
+    return control_to_json(
+        StartMessage(
+            audio=AudioFormat("pcm_s16le", sample_rate=WIRE_SAMPLE_RATE, channels=1),
+            language=options.language,
+            prompt=options.prompt,
+            interim_results=options.interim_results,
+            stats=options.stats,
+        )
+    )
 
 
 async def open_file(path: str | Path) -> PcmFileReader:
@@ -407,7 +414,7 @@ class _Session:
             ended=ended.fields,
             finals=tuple(self._finals),
             warnings=tuple(self._warnings),
-            audio_sent_s=self._sent_samples / WIRE_SAMPLE_RATE,
+            audio_sent_s=samples_to_seconds(self._sent_samples, WIRE_SAMPLE_RATE),
         )
 
     async def _send_audio(self) -> None:
@@ -423,11 +430,11 @@ class _Session:
                 await self._pace(len(frame) // BYTES_PER_SAMPLE)
                 await self._ws.send(frame)
                 self._sent_samples += len(frame) // BYTES_PER_SAMPLE
-        await self._ws.send(json.dumps({"type": "stop"}))
+        await self._ws.send(control_to_json(StopMessage()))
 
     async def _pace(self, frame_samples: int) -> None:
         """Wait until this frame may go: when a live capture would have it, or fast-mode room."""
-        frame_end_s = (self._sent_samples + frame_samples) / WIRE_SAMPLE_RATE
+        frame_end_s = samples_to_seconds(self._sent_samples + frame_samples, WIRE_SAMPLE_RATE)
         if not self._options.fast:
             # Deadlines are absolute media times, so a slow decode or a late wake-up never
             # accumulates drift: the next frames simply go out sooner.

@@ -1,31 +1,48 @@
 """The engine interface: the only module of `model/` that `streaming/` imports.
 
-It holds the media constants every engine agrees on, the frozen dataclasses that cross the
-server/model boundary, and the `Engine` protocol that the Whisper CPU default, Gemma 4 unified and
-the tests' fake engine all implement. It imports numpy and the standard library only, never torch,
-so the server and its tests run without a model.
+It holds the media constants every engine agrees on, the one seconds↔samples conversion, the
+frozen dataclasses that cross the server/model boundary, and the `Engine` protocol that the
+Whisper CPU default, Gemma 4 unified and the tests' fake engine all implement. The contract is
+timed media in (`AudioChunk | VideoFrame`, each stamped with its media time), step results out
+(caption updates plus interpretation updates). It imports the standard library only (numpy only for type checking),
+never torch, so the server, its tests and the clients' protocol module load it without a model.
 
 Call pattern (the server's scheduler owns a model thread and is the only caller):
 
     state = engine.open(SessionOptions(...))      # per session, on the model thread
-    engine.feed(state, chunk)                     # append audio; cheap, no model work
-    updates = engine.step([s1, s2, ...])          # model work; sessions batched together
-    update = engine.finish(state)                 # end of stream: flush and commit everything
+    engine.feed(state, media)                     # append an AudioChunk or VideoFrame; cheap
+    engine.control(state, SessionControl(...))    # mid-session prompt/instruction change
+    results = engine.step([s1, s2, ...])          # model work; sessions batched; a StepResult each
+    result = engine.finish(state)                 # end of stream: flush and commit everything
     engine.close(state)                           # free the state
+
+The scheduler only feeds media kinds the engine's `spec.media` declares, audio in whole multiples
+of `spec.samples_per_chunk`, and video at most `spec.video_fps` frames per second (latest wins).
 
 Engines are not thread-safe: all calls for all sessions happen on one thread at a time.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
-import numpy as np
+if TYPE_CHECKING:  # arrays cross the boundary, but this module never computes with them
+    import numpy as np
 
 SAMPLE_RATE = 16_000  # Hz; every engine consumes 16 kHz mono float32 audio
 SAMPLES_PER_AUDIO_TOKEN = 640  # 40 ms: one Gemma 4 unified audio soft token, our chunk unit
 PATCH_PX = 48  # side of one raw image patch fed to Gemma 4 unified, in pixels
+# A word ending so ends a sentence: the stabiliser closes a segment, the caption policy a caption.
+SENTENCE_END = (".", "?", "!", "…")
+
+
+class MediaKind(enum.StrEnum):
+    """A kind of timed media an engine may take."""
+
+    AUDIO = "audio"  # AudioChunk
+    VIDEO = "video"  # VideoFrame
 
 
 def samples_to_seconds(samples: int, sample_rate: int = SAMPLE_RATE) -> float:
@@ -34,7 +51,7 @@ def samples_to_seconds(samples: int, sample_rate: int = SAMPLE_RATE) -> float:
 
 
 def seconds_to_samples(seconds: float, sample_rate: int = SAMPLE_RATE) -> int:
-    """The one conversion from media seconds to a sample index (rounded to nearest)."""
+    """The one conversion from media seconds to a sample count or index (rounded to nearest)."""
     return int(round(seconds * sample_rate))
 
 
@@ -42,12 +59,19 @@ def seconds_to_samples(seconds: float, sample_rate: int = SAMPLE_RATE) -> int:
 class EngineSpec:
     """What an engine wants from the server."""
 
-    name: str  # human-readable engine name, reported to clients in `ready`
-    sample_rate: int = SAMPLE_RATE  # Hz of the audio passed to `feed`
-    samples_per_chunk: int = SAMPLES_PER_AUDIO_TOKEN  # chunks are whole multiples of this
+    name: str  # human-readable engine name (and model), reported to clients in `ready`
+    media: frozenset[MediaKind] = frozenset({MediaKind.AUDIO})  # what `feed` accepts; nothing else is fed
+    sample_rate: int = SAMPLE_RATE  # Hz of the audio passed to `feed` (the only rate chunks have)
+    samples_per_chunk: int = SAMPLES_PER_AUDIO_TOKEN  # audio chunks are whole multiples of this
+    video_fps: float = 0.0  # most video frames per media second it wants (0 without VIDEO)
     max_batch: int = 1  # how many sessions one `step` call can advance together
     min_step_samples: int = 0  # new audio a session needs before another `step` is useful
-    word_timestamps: bool = False  # whether `Word.start`/`end` come from the model
+
+    def __post_init__(self) -> None:
+        if (MediaKind.VIDEO in self.media) != (self.video_fps > 0):
+            raise ValueError("an engine that takes video states its frame rate, and only then")
+        if self.sample_rate != SAMPLE_RATE:
+            raise ValueError(f"engines consume {SAMPLE_RATE} Hz audio; the chunker makes no other rate")
 
 
 @dataclass(frozen=True)
@@ -57,6 +81,15 @@ class SessionOptions:
     language: str = "en"  # BCP-47-ish language code of the speech
     task: str = "transcribe"  # "transcribe" for captions
     prompt: str = ""  # domain words or context that bias recognition
+    instruction: str = ""  # what to interpret beside captions ("describe the scene"); "" = none
+
+
+@dataclass(frozen=True)
+class SessionControl:
+    """A mid-session change of what the engine is told; None leaves a field as it is."""
+
+    prompt: str | None = None  # new bias words, replacing the old ones
+    instruction: str | None = None  # new interpretation instruction ("" stops interpreting)
 
 
 @dataclass(frozen=True)
@@ -65,7 +98,6 @@ class AudioChunk:
 
     samples: np.ndarray  # float32 (n,), the mono mix the engine consumes; n % 640 == 0
     start_sample: int  # media time of samples[0], in samples at 16 kHz since stream start
-    channels: np.ndarray | None = None  # float32 (C, n) per input channel, or None for mono input
     discontinuity: bool = False  # True when media time jumped: this chunk does not follow the last
 
     @property
@@ -79,6 +111,21 @@ class AudioChunk:
     @property
     def end_s(self) -> float:
         return samples_to_seconds(self.end_sample)
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """One whole video frame with its media time (on the audio clock: 16 kHz samples)."""
+
+    pixels: np.ndarray  # uint8 (H, W, 3) RGB
+    start_sample: int  # media time the frame is shown, in samples at 16 kHz since stream start
+
+    @property
+    def start_s(self) -> float:
+        return samples_to_seconds(self.start_sample)
+
+
+Media = AudioChunk | VideoFrame
 
 
 @dataclass(frozen=True)
@@ -106,6 +153,34 @@ class CaptionUpdate:
     processed_until: float = 0.0  # media seconds of audio the engine has looked at so far
 
 
+@dataclass(frozen=True)
+class InterpretationUpdate:
+    """The current text of one interpretation (a description, translation, answer, ...).
+
+    A partial update replaces the previous one with the same id; a final one never changes again.
+    """
+
+    interpretation_id: str  # unique within the session, stable from first partial to final
+    text: str  # the whole interpretation as it reads now
+    start: float  # media seconds of the first media it covers
+    end: float  # media seconds of the last media it covers
+    final: bool  # True: closed, never revised
+    kind: str  # what was asked for, e.g. "description"; engines name their kinds
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """Everything one `step` (or `finish`) produced for one session."""
+
+    captions: CaptionUpdate = CaptionUpdate()  # transcript changes (empty for a silent step)
+    interpretations: tuple[InterpretationUpdate, ...] = ()  # interpretation changes, in order
+
+    @property
+    def processed_until(self) -> float:
+        """Media seconds the engine has looked at so far."""
+        return self.captions.processed_until
+
+
 @runtime_checkable
 class Engine(Protocol):
     """A streaming recogniser. One instance serves many sessions through explicit state objects."""
@@ -116,15 +191,19 @@ class Engine(Protocol):
         """Allocate a per-session state."""
         ...
 
-    def feed(self, state: object, chunk: AudioChunk) -> None:
-        """Append audio to a session. Cheap; the model work happens in `step`."""
+    def feed(self, state: object, media: Media) -> None:
+        """Append timed media of a kind `spec.media` declares. Cheap; model work happens in `step`."""
         ...
 
-    def step(self, states: Sequence[object]) -> list[CaptionUpdate]:
-        """Advance these sessions together (batched where the engine can); one update each."""
+    def control(self, state: object, control: SessionControl) -> None:
+        """Change a session's prompt or instruction from its next step on (EngineError if unsupported)."""
         ...
 
-    def finish(self, state: object) -> CaptionUpdate:
+    def step(self, states: Sequence[object]) -> list[StepResult]:
+        """Advance these sessions together (batched where the engine can); one result each."""
+        ...
+
+    def finish(self, state: object) -> StepResult:
         """End of stream: decode what is left and commit every remaining word."""
         ...
 
@@ -141,6 +220,6 @@ class EngineError(Exception):
 class EngineChoice:
     """How a server picks and builds its engine (from CLI flags)."""
 
-    name: str = "whisper"  # "whisper" (CPU default) or "fake" (tests, protocol demos)
+    name: str = "whisper"  # a name in `model.engines.ENGINES`
     model_path: str | None = None  # local weights directory; None means the bundled default
     options: dict = field(default_factory=dict)  # engine-specific knobs (threads, beam size, ...)

@@ -4,6 +4,9 @@ It is: an `Engine` that turns every stretch of non-silent audio (a "burst") into
 after its position (`w0`, `w1`, ...), shows a burst as a tentative word while it is still
 sounding, commits it once `commit_delay_s` of audio has followed it, ends every third word with
 a full stop, and commits everything on `finish`. Word times are the burst's media times.
+It also takes video: every frame becomes one interpretation (`v0`, `v1`, ...) of kind
+"description" whose text names the session's instruction, the frame size and its mean level;
+it is partial until a newer frame arrives (or the stream finishes), then final.
 It is not: a recogniser. It exists so the server, client and their tests run without weights.
 """
 
@@ -20,9 +23,15 @@ from patchstream.model.api import (
     CaptionUpdate,
     EngineChoice,
     EngineSpec,
+    InterpretationUpdate,
+    MediaKind,
+    SessionControl,
     SessionOptions,
+    StepResult,
+    VideoFrame,
     Word,
     samples_to_seconds,
+    seconds_to_samples,
 )
 
 SILENCE_RMS = 0.01  # a 40 ms frame quieter than this is silence
@@ -35,6 +44,7 @@ class FakeEngineConfig:
     commit_delay_s: float = 0.2  # audio after a burst's end before its word is committed
     min_step_s: float = 0.12  # new audio per step the server should wait for
     max_batch: int = 4  # sessions per step (the fake has no real batching, but honours the API)
+    video_fps: float = 2.0  # video frames per media second it asks the server for
 
 
 @dataclass
@@ -45,6 +55,9 @@ class FakeSession:
     burst_start: int | None = None  # frame index where the current burst began
     bursts: list[tuple[int, int]] = field(default_factory=list)  # closed bursts (first, end) frames
     committed: int = 0  # bursts already committed
+    instruction: str = ""  # what the interpretations say they were asked (SessionOptions/control)
+    frames: list[VideoFrame] = field(default_factory=list)  # video frames fed, in order
+    frames_final: int = 0  # frames whose interpretation was sent final
     closed: bool = False
 
 
@@ -62,15 +75,26 @@ class FakeEngine:
         self.config = config
         self.spec = EngineSpec(
             name="fake",
+            media=frozenset({MediaKind.AUDIO, MediaKind.VIDEO}),
+            video_fps=config.video_fps,
             max_batch=config.max_batch,
-            min_step_samples=int(config.min_step_s * 16_000) // SAMPLES_PER_AUDIO_TOKEN * SAMPLES_PER_AUDIO_TOKEN,
-            word_timestamps=True,
+            min_step_samples=seconds_to_samples(config.min_step_s) // SAMPLES_PER_AUDIO_TOKEN * SAMPLES_PER_AUDIO_TOKEN,
         )
 
     def open(self, options: SessionOptions) -> FakeSession:
-        return FakeSession()
+        return FakeSession(instruction=options.instruction)
 
-    def feed(self, state: FakeSession, chunk: AudioChunk) -> None:
+    def control(self, state: FakeSession, control: SessionControl) -> None:
+        if control.instruction is not None:
+            state.instruction = control.instruction
+
+    def feed(self, state: FakeSession, media: AudioChunk | VideoFrame) -> None:
+        if isinstance(media, VideoFrame):
+            state.frames.append(media)
+            return
+        self._feed_audio(state, media)
+
+    def _feed_audio(self, state: FakeSession, chunk: AudioChunk) -> None:
         if chunk.discontinuity:
             self._close_burst(state)
             state.frames_seen = chunk.start_sample // SAMPLES_PER_AUDIO_TOKEN
@@ -88,15 +112,28 @@ class FakeEngine:
             state.bursts.append((state.burst_start, state.frames_seen))
             state.burst_start = None
 
-    def step(self, states: Sequence[FakeSession]) -> list[CaptionUpdate]:
-        return [self._update(state, commit_all=False) for state in states]
+    def step(self, states: Sequence[FakeSession]) -> list[StepResult]:
+        return [StepResult(self._update(state, False), self._interpret(state, False)) for state in states]
 
-    def finish(self, state: FakeSession) -> CaptionUpdate:
+    def finish(self, state: FakeSession) -> StepResult:
         self._close_burst(state)
-        return self._update(state, commit_all=True)
+        return StepResult(self._update(state, commit_all=True), self._interpret(state, final=True))
+
+    def _interpret(self, state: FakeSession, final: bool) -> tuple[InterpretationUpdate, ...]:
+        """Frames not yet final: the older ones close, the newest stays partial (until `final`)."""
+        updates = []
+        for index in range(state.frames_final, len(state.frames)):
+            frame = state.frames[index]
+            height, width = frame.pixels.shape[:2]
+            text = f"{state.instruction or 'describe'}: frame {index}, {width}x{height}, mean {frame.pixels.mean():.0f}"
+            closed = final or index < len(state.frames) - 1
+            time = frame.start_s
+            updates.append(InterpretationUpdate(f"v{index}", text, time, time, closed, "description"))
+        state.frames_final = len(state.frames) if final else max(state.frames_final, len(state.frames) - 1)
+        return tuple(updates)
 
     def _update(self, state: FakeSession, commit_all: bool) -> CaptionUpdate:
-        delay = int(self.config.commit_delay_s * 16_000 / SAMPLES_PER_AUDIO_TOKEN)
+        delay = seconds_to_samples(self.config.commit_delay_s) // SAMPLES_PER_AUDIO_TOKEN
         ready = [i for i, (_, end) in enumerate(state.bursts) if commit_all or state.frames_seen - end >= delay]
         newly = [_word(i, *state.bursts[i]) for i in ready if i >= state.committed]
         state.committed = max(state.committed, (ready[-1] + 1) if ready else 0)
@@ -113,6 +150,7 @@ class FakeEngine:
     def close(self, state: FakeSession) -> None:
         state.closed = True
         state.bursts.clear()
+        state.frames.clear()
 
 
 def build(choice: EngineChoice) -> FakeEngine:

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from patchstream.model.api import Word
+from patchstream.model.api import SENTENCE_END, Word  # a committed word ending so closes a caption segment
 
-SENTENCE_END = (".", "?", "!")  # a committed word ending so closes a caption segment
 HISTORY = 8  # hypotheses remembered for agreement (a few steps' worth)
 
 

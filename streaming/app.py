@@ -1,7 +1,10 @@
 """Process entry points: build the engine, run the server on uvloop, stop cleanly on signals.
 
-`run` is what `patchstream serve` calls; `serve_in_process` is what the CLI client and the
-benchmarks use to get a private server inside their own event loop.
+It is the server's public face for launchers, and the only server module `clients/cli.py` may
+import: `run` is what `patchstream serve` calls; `serve_in_process` is what the CLI client and
+the benchmarks use to get a private server inside their own event loop; `run_until_complete` is
+the one uvloop runner of the project; and it names what a launcher configures (`ServerConfig`,
+`LimitsConfig`, `EngineChoice`, `ENGINE_NAMES`, `EngineError`).
 """
 
 from __future__ import annotations
@@ -10,17 +13,22 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import AsyncIterator
+from typing import AsyncIterator, Coroutine, TypeVar
 
-from patchstream.model.api import EngineChoice
-from patchstream.model.engines import build_engine
-from patchstream.streaming.config import ServerConfig
+from patchstream.model.api import EngineChoice, EngineError
+from patchstream.model.engines import ENGINES, build_engine
+from patchstream.streaming.config import LimitsConfig, ServerConfig
 from patchstream.streaming.server import Server
+
+__all__ = ["ENGINE_NAMES", "EngineChoice", "EngineError", "LimitsConfig", "ServerConfig", "run", "run_until_complete", "serve_in_process"]
+
+ENGINE_NAMES = tuple(sorted(ENGINES))  # what `--engine` accepts
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 
-def new_event_loop() -> asyncio.AbstractEventLoop:
+def _new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop when it is installed, the standard loop otherwise."""
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up
@@ -49,7 +57,12 @@ async def _serve(config: ServerConfig, engine_choice: EngineChoice) -> None:
         log.info("shutting down: %d live sessions get %.0f s to flush", server.active_sessions, config.shutdown_grace_s)
 
 
+def run_until_complete(main: Coroutine[None, None, T]) -> T:
+    """Blocking: run a coroutine to its end on a fresh uvloop (asyncio's loop without uvloop)."""
+    with asyncio.Runner(loop_factory=_new_event_loop) as runner:
+        return runner.run(main)
+
+
 def run(config: ServerConfig, engine_choice: EngineChoice) -> None:
     """Blocking: serve until SIGINT/SIGTERM, then shut down gracefully."""
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(_serve(config, engine_choice))
+    run_until_complete(_serve(config, engine_choice))

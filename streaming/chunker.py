@@ -1,9 +1,9 @@
 """Audio chunking: timed 16 kHz audio of any length -> whole 40 ms frames with media timestamps.
 
 `AudioChunker` is sans-I/O: `push` takes a `DecodedAudio` (from `decode.py`) and returns
-`AudioChunk`s (from `model/api.py`) whose lengths are whole multiples of
-`SAMPLES_PER_AUDIO_TOKEN`, each stamped with the media time of its first sample. It builds the
-mono mix the engines consume and keeps the per-channel audio beside it.
+`AudioChunk`s (from `model/api.py`) whose lengths are whole multiples of the engine's
+`spec.samples_per_chunk` (`ChunkerConfig.for_engine`), each stamped with the media time of its
+first sample. It builds the mono mix the engines consume. It imports no PyAV.
 
 Time travels with the data: the chunker keeps its own clock (where the next sample belongs) and
 compares each input's media time with it. Small jitter is absorbed, overlaps are trimmed, short
@@ -21,12 +21,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from patchstream.model.api import SAMPLES_PER_AUDIO_TOKEN, AudioChunk, seconds_to_samples
-from patchstream.streaming.decode import DecodedAudio
+from patchstream.model.api import SAMPLES_PER_AUDIO_TOKEN, AudioChunk, EngineSpec, seconds_to_samples
 
 DEFAULT_JITTER_TOLERANCE_S = 0.001  # timestamp error this small is clock noise, not a gap
 DEFAULT_MAX_GAP_FILL_S = 2.0  # longer gaps are a jump: don't feed the engine seconds of silence
 DEFAULT_MAX_OVERLAP_TRIM_S = 2.0  # a longer step back is a timestamp reset, not an overlap
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """The chunker's input (what `decode.py` produces): 16 kHz audio with its media time."""
+
+    samples: np.ndarray  # float32 (C, n), one row per input channel, SAMPLE_RATE Hz
+    start_sample: int | None  # media time of samples[:, 0] in 16 kHz samples; None = follows the last
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.samples.shape[1])
 
 
 @dataclass(frozen=True)
@@ -46,10 +57,15 @@ class ChunkerConfig:
         if self.max_gap_fill_samples < self.frame_samples:
             raise ValueError("max_gap_fill_samples must be at least one frame")
 
+    @classmethod
+    def for_engine(cls, spec: EngineSpec) -> ChunkerConfig:
+        """Chunks the way this engine takes them: whole multiples of its chunk size."""
+        return cls(frame_samples=spec.samples_per_chunk)
+
 
 @dataclass(frozen=True)
 class ChunkerStats:
-    """Counters since the chunker was made, for the session's stats events."""
+    """Counters since the chunker was made: what it did to the timeline (tests and debugging read them)."""
 
     samples_received: int  # per channel, as pushed (before trimming)
     samples_emitted: int  # per channel, in chunks (gap fill and flush padding included)
@@ -160,7 +176,6 @@ class AudioChunker:
                 AudioChunk(
                     samples=np.ascontiguousarray(piece.mean(axis=0, dtype=np.float32)),  # mono mix
                     start_sample=self._pending_start + offset,
-                    channels=np.ascontiguousarray(piece) if self._channels > 1 else None,
                     discontinuity=self._discontinuity and offset == 0,
                 )
             )

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-NATIVE_STREAM_PATH = "/v1/stream"  # websocket endpoint of the native protocol
-HEALTH_PATH = "/healthz"  # plain HTTP GET: 200 once the engine is warm
-
 
 @dataclass(frozen=True)
 class LimitsConfig:

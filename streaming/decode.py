@@ -13,8 +13,10 @@ does not downmix (the chunker builds the mono mix from the channels kept here).
 
 Container input is demuxed by a per-session thread that reads a bounded, blocking file-like
 object: FFmpeg's demuxers want to pull bytes, a live stream pushes them. `decode` writes, then
-waits (briefly, bounded) until the thread has consumed everything it can, and returns what came
-out. `close` always releases the thread.
+waits (bounded by `decode_wait_s`) until the thread has consumed everything it can, and returns
+what came out; `AudioDecoder.waits_for_demuxer` tells the caller so, which runs such a decoder on
+a thread of the session's own rather than one other sessions share. `close` always releases the
+thread.
 """
 
 from __future__ import annotations
@@ -27,24 +29,18 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from patchstream.model.api import SAMPLE_RATE
+from patchstream.model.api import SAMPLE_RATE, seconds_to_samples
+from patchstream.streaming.chunker import DecodedAudio
+from patchstream.streaming.protocol import ALLOWED_DEMUXERS, MAX_CHANNELS, RAW_ENCODINGS, AudioFormat, CodedError, ErrorCode
 
-# --- declarations -------------------------------------------------------------------------------
-
-CONTAINER_ENCODING = "container"  # anything PyAV demuxes; format from the hint or from probing
-# Raw encodings -> (PyAV decoder name, bytes per sample per channel).
-RAW_ENCODINGS: dict[str, tuple[str, int]] = {
+# Raw encodings of the protocol -> (PyAV decoder name, bytes per sample per channel).
+_RAW_CODECS: dict[str, tuple[str, int]] = {
     "pcm_s16le": ("pcm_s16le", 2),
     "pcm_f32le": ("pcm_f32le", 4),
     "mulaw": ("pcm_mulaw", 1),
     "alaw": ("pcm_alaw", 1),
 }
-ENCODINGS = (*RAW_ENCODINGS, CONTAINER_ENCODING)
-
-MIN_CHANNELS = 1
-MAX_CHANNELS = 8
-MIN_SAMPLE_RATE_HZ = 4_000  # below narrow-band telephony nothing speech-like survives
-MAX_SAMPLE_RATE_HZ = 384_000  # the highest rate common audio interfaces produce
+assert set(_RAW_CODECS) == set(RAW_ENCODINGS), "every raw encoding of the protocol has a codec"
 
 # FFmpeg's default layout for each channel count; the resampler keeps the layout, so channels
 # pass through unmixed and in order.
@@ -52,104 +48,28 @@ _LAYOUT_BY_CHANNELS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6:
 # Packed float32, reshaped to (C, n) here: PyAV 18.1's `to_ndarray()` crashes (SIGSEGV) on an
 # 8-plane planar frame, so the planar format would let one client's 7.1 stream kill the server.
 _OUTPUT_SAMPLE_FORMAT = "flt"
-# Demuxers a client may ask for (or FFmpeg may detect). Never the whole list: `concat`, `hls` and
-# friends open other files and URLs named inside the stream, which would read the server's disk.
-ALLOWED_DEMUXERS = (
-    "matroska", "webm", "ogg", "wav", "mp3", "flac", "mov", "mp4", "m4a", "aac", "mpegts", "adts",
-    "amr", "au", "caf", "aiff", "w64",
-)
-_DEMUXER_WHITELIST = "matroska,webm,ogg,wav,mp3,flac,mov,mp4,m4a,3gp,3g2,mj2,aac,mpegts,amr,au,caf,aiff,w64"
+# Probing may only pick a demuxer of the protocol's allow-list (FFmpeg matches any of a
+# demuxer's names, so "mov" admits mp4/m4a/3gp), and nothing may open files or URLs.
+_DEMUXER_WHITELIST = ",".join(ALLOWED_DEMUXERS)
 
 # --- error codes (sent to clients in error events) ----------------------------------------------
 
-UNSUPPORTED_ENCODING = "unsupported_encoding"  # encoding is not one of ENCODINGS
-BAD_FORMAT = "bad_format"  # sample rate, channels or container hint missing or out of range
-DECODE_FAILED = "decode_failed"  # the bytes are not what was declared, or PyAV gave up on them
-INPUT_TOO_LARGE = "input_too_large"  # more undecoded bytes than DecoderConfig.max_pending_bytes
-DECODER_CLOSED = "decoder_closed"  # decode after flush/close
+UNSUPPORTED_ENCODING = ErrorCode.UNSUPPORTED_ENCODING  # encoding is not one of the protocol's
+BAD_FORMAT = ErrorCode.BAD_FORMAT  # the container hint names a demuxer this FFmpeg lacks
+DECODE_FAILED = ErrorCode.DECODE_FAILED  # the bytes are not what was declared, or PyAV gave up on them
+INPUT_TOO_LARGE = ErrorCode.INPUT_TOO_LARGE  # more undecoded bytes than DecoderConfig.max_pending_bytes
+DECODER_CLOSED = "decoder_closed"  # decode after flush/close: a server bug, never the client's input
 
 
-class DecodeError(Exception):
-    """Audio could not be declared or decoded. `code` is machine-readable, `message` for humans."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+class DecodeError(CodedError):
+    """Audio could not be decoded. `code` is machine-readable, `message` for humans."""
 
 
-def _is_demuxer(name: object) -> bool:
-    if not isinstance(name, str) or not name:
-        return False
+def _is_demuxer(name: str) -> bool:
     try:
         return av.ContainerFormat(name, "r").is_input
     except ValueError:  # FFmpeg has no demuxer of that name
         return False
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class AudioFormat:
-    """What a client says its audio bytes are. Constructing an invalid one raises `DecodeError`."""
-
-    encoding: str  # one of ENCODINGS
-    sample_rate: int | None = None  # Hz; required for raw encodings, ignored for containers
-    channels: int | None = None  # interleaved channels, 1..8; required for raw encodings
-    container: str | None = None  # PyAV/FFmpeg demuxer name hint ("webm", "ogg", "wav"); None = probe
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    @property
-    def is_raw(self) -> bool:
-        return self.encoding in RAW_ENCODINGS
-
-    def validate(self) -> None:
-        """Raise `DecodeError` with a code and a message naming the bad field."""
-        if self.encoding not in ENCODINGS:
-            raise DecodeError(
-                UNSUPPORTED_ENCODING,
-                f"encoding {self.encoding!r} is not supported; use one of {', '.join(ENCODINGS)}",
-            )
-        if self.is_raw:
-            if self.sample_rate is None or self.channels is None:
-                raise DecodeError(BAD_FORMAT, f"{self.encoding} needs sample_rate and channels")
-            if self.container is not None:
-                raise DecodeError(BAD_FORMAT, f"{self.encoding} is raw audio; container must be empty")
-        if self.sample_rate is not None and not (
-            _is_int(self.sample_rate) and MIN_SAMPLE_RATE_HZ <= self.sample_rate <= MAX_SAMPLE_RATE_HZ
-        ):
-            raise DecodeError(
-                BAD_FORMAT,
-                f"sample_rate {self.sample_rate!r} must be an integer in "
-                f"{MIN_SAMPLE_RATE_HZ}..{MAX_SAMPLE_RATE_HZ} Hz",
-            )
-        if self.channels is not None and not (
-            _is_int(self.channels) and MIN_CHANNELS <= self.channels <= MAX_CHANNELS
-        ):
-            raise DecodeError(
-                BAD_FORMAT, f"channels {self.channels!r} must be an integer in {MIN_CHANNELS}..{MAX_CHANNELS}"
-            )
-        if self.container is not None and not (self.container in ALLOWED_DEMUXERS and _is_demuxer(self.container)):
-            raise DecodeError(
-                BAD_FORMAT,
-                f"container {self.container!r} is not accepted; use one of {', '.join(ALLOWED_DEMUXERS)}",
-            )
-
-
-@dataclass(frozen=True)
-class DecodedAudio:
-    """Decoded audio at 16 kHz with its media time."""
-
-    samples: np.ndarray  # float32 (C, n), one row per input channel, SAMPLE_RATE Hz
-    start_sample: int | None  # media time of samples[:, 0] in 16 kHz samples; None = follows the last
-
-    @property
-    def num_samples(self) -> int:
-        return int(self.samples.shape[1])
 
 
 @dataclass(frozen=True)
@@ -158,7 +78,7 @@ class DecoderConfig:
 
     max_pending_bytes: int = 4 << 20  # undecoded bytes held at once; more -> INPUT_TOO_LARGE
     max_header_bytes: int = 1 << 20  # a container must open within this many bytes, else DECODE_FAILED
-    max_backlog_samples: int = 60 * SAMPLE_RATE  # decoded, uncollected audio before the demuxer pauses
+    max_backlog_samples: int = seconds_to_samples(60.0)  # decoded, uncollected audio before the demuxer pauses
     decode_wait_s: float = 1.0  # longest a decode() call waits for the demux thread to catch up
     flush_timeout_s: float = 10.0  # longest flush() waits for the demuxer to finish the stream
     close_join_s: float = 2.0  # longest close() waits for the demux thread to exit
@@ -183,8 +103,8 @@ _IO_BUFFER_BYTES = 4_096  # AVIO read size; small so a live stream is not held b
 
 
 def _to_16k(pts: int, time_base: Fraction) -> int:
-    """The one conversion from a container timestamp to 16 kHz samples (rounded to nearest)."""
-    return int(round(pts * time_base * SAMPLE_RATE))
+    """A container timestamp as a 16 kHz media time (exact seconds, then the one conversion)."""
+    return seconds_to_samples(pts * time_base)
 
 
 class _ClockedResampler:
@@ -211,7 +131,7 @@ class _ClockedResampler:
         self._out_samples = 0  # output samples produced by the current resampler
 
     def _expected(self) -> int:
-        return self._anchor + int(round(self._in_samples * SAMPLE_RATE / self._in_rate))
+        return self._anchor + seconds_to_samples(Fraction(self._in_samples, self._in_rate))
 
     def push(self, frame: av.AudioFrame, start_sample: int | None) -> list[DecodedAudio]:
         out: list[DecodedAudio] = []
@@ -258,7 +178,7 @@ class _ClockedResampler:
 
 
 def _tolerance_samples(config: DecoderConfig) -> int:
-    return int(round(config.resync_tolerance_s * SAMPLE_RATE))
+    return seconds_to_samples(config.resync_tolerance_s)
 
 
 def _coalesce(pieces: list[DecodedAudio]) -> list[DecodedAudio]:
@@ -290,7 +210,7 @@ class _RawSource:
     """Raw interleaved samples through PyAV's PCM/G.711 decoders, synchronously."""
 
     def __init__(self, fmt: AudioFormat, clock: _ClockedResampler) -> None:
-        codec_name, sample_bytes = RAW_ENCODINGS[fmt.encoding]
+        codec_name, sample_bytes = _RAW_CODECS[fmt.encoding]
         self._codec = av.CodecContext.create(codec_name, "r")
         self._codec.sample_rate = fmt.sample_rate
         self._codec.layout = _LAYOUT_BY_CHANNELS[fmt.channels]
@@ -298,7 +218,6 @@ class _RawSource:
         # Bytes of an incomplete sample frame held for the next call; < _block_bytes, so bounded.
         self._carry = b""
         self._clock = clock
-        self.dropped_bytes = 0  # an incomplete sample frame left at flush
 
     def decode(self, data: bytes) -> list[DecodedAudio]:
         buffer = self._carry + bytes(data) if self._carry else bytes(data)
@@ -312,8 +231,7 @@ class _RawSource:
         return out
 
     def flush(self) -> list[DecodedAudio]:
-        self.dropped_bytes += len(self._carry)
-        self._carry = b""
+        self._carry = b""  # an incomplete sample frame at the end is not audio
         return self._clock.flush()
 
     def close(self) -> None:
@@ -552,10 +470,10 @@ class AudioDecoder:
     """
 
     def __init__(self, fmt: AudioFormat, config: DecoderConfig = DecoderConfig()) -> None:
-        fmt.validate()
+        if fmt.container is not None and not _is_demuxer(fmt.container):
+            raise DecodeError(BAD_FORMAT, f"container {fmt.container!r} is not available in this server's FFmpeg")
         self.format = fmt
         self.config = config
-        self.bytes_received = 0
         if fmt.is_raw:
             clock = _ClockedResampler(fmt.channels, _tolerance_samples(config))
             self._source: _RawSource | _ContainerSource = _RawSource(fmt, clock)
@@ -564,6 +482,12 @@ class AudioDecoder:
         self._closed = False
         self._flushed = False
         self._error: DecodeError | None = None
+
+    @property
+    def waits_for_demuxer(self) -> bool:
+        """True for containers: `decode` may block up to `decode_wait_s` on the demux thread, so it
+        must not run on a thread other sessions share (one slow stream would stall them all)."""
+        return not self.format.is_raw
 
     def decode(self, data: bytes) -> list[DecodedAudio]:
         """Decode the next bytes of the stream; returns everything that became decodable."""
@@ -575,7 +499,6 @@ class AudioDecoder:
                 f"a {len(data)}-byte frame exceeds the limit of {self.config.max_pending_bytes} bytes",
             )
             raise self._error
-        self.bytes_received += len(data)
         return self._guard(lambda: self._source.decode(data))
 
     def flush(self) -> list[DecodedAudio]:

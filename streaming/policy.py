@@ -3,17 +3,16 @@
 The engine decides which words are committed; this module decides how committed words group
 into captions a person reads: a caption closes at the end of a sentence, at a pause, or when it
 grows past what fits on two caption lines. It takes `CaptionUpdate`s and returns events; it never
-sees the network or the model.
+sees the network or the model. An engine's interpretation updates need no grouping: they become
+`interpretation` events one to one (`interpretation_event`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from patchstream.model.api import CaptionUpdate, Word
-from patchstream.streaming.events import CaptionFinal, CaptionPartial, WordTiming
-
-SENTENCE_END = (".", "?", "!", "…")
+from patchstream.model.api import SENTENCE_END, CaptionUpdate, InterpretationUpdate, Word
+from patchstream.streaming.protocol import CaptionFinal, CaptionPartial, Interpretation, WordTiming
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class CaptionPolicy:
     _committed: list[Word] = field(default_factory=list)  # words of the open caption, final
     _tentative: list[Word] = field(default_factory=list)  # the engine's current unstable tail
     _last_partial_text: str = ""
-    finals_emitted: int = 0
+    finals_emitted: int = 0  # captions closed so far (the `ended` event reports it)
 
     def update(self, update: CaptionUpdate) -> list[CaptionPartial | CaptionFinal]:
         """Apply one engine update; return the events to send, finals first."""
@@ -110,3 +109,15 @@ class CaptionPolicy:
             end=words[-1].end,
             words=tuple(_timings(self._committed, True) + _timings(self._tentative, False)),
         )
+
+
+def interpretation_event(update: InterpretationUpdate) -> Interpretation:
+    """The wire event of one interpretation update."""
+    return Interpretation(
+        interpretation_id=update.interpretation_id,
+        kind=update.kind,
+        text=update.text,
+        start=update.start,
+        end=update.end,
+        final=update.final,
+    )

@@ -1,13 +1,18 @@
 """The scheduler: owns the model thread and shares the engine fairly between sessions.
 
-Every engine call (open, feed, step, finish, close) runs on one dedicated model thread, never on
-the event loop, so engines need no locks. The scheduling loop (a coroutine) picks the sessions
-whose new audio is worth a step — those trailing furthest behind first — batches up to
-`engine.spec.max_batch` of them into one `step`, and hands each session its update.
+Every engine call (open, feed, control, step, finish, close) runs on one dedicated model thread,
+never on the event loop, so engines need no locks. The scheduling loop (a coroutine) picks the
+sessions whose new media is worth a step (at least `spec.min_step_samples` of audio, or a video
+frame) — the one served least recently first — batches up to `engine.spec.max_batch` of them
+into one `step`, and hands each session its `StepResult`. It feeds an engine only the media kinds
+its `spec.media` declares.
 
-Drop rule of the per-session backlog: audio waiting for the model is bounded by
-`max_backlog_s`; beyond it the oldest waiting chunks are dropped, counted, and the next chunk fed
-is flagged as a discontinuity so the engine never stitches across the hole.
+Drop rules of the per-session backlog:
+- audio waiting for the model is bounded by `max_backlog_s`; beyond it the oldest waiting chunks
+  are dropped, counted, and the next chunk fed is flagged as a discontinuity so the engine never
+  stitches across the hole;
+- video: the latest frame wins. One frame waits at most; a newer one replaces it, and a frame
+  sooner than `1 / spec.video_fps` media seconds after the last one taken is dropped.
 """
 
 from __future__ import annotations
@@ -24,7 +29,18 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from patchstream.model.api import AudioChunk, CaptionUpdate, Engine, SessionOptions, samples_to_seconds, seconds_to_samples
+from patchstream.model.api import (
+    AudioChunk,
+    Engine,
+    Media,
+    MediaKind,
+    SessionControl,
+    SessionOptions,
+    StepResult,
+    VideoFrame,
+    samples_to_seconds,
+    seconds_to_samples,
+)
 from patchstream.streaming.config import SchedulerConfig
 
 log = logging.getLogger(__name__)
@@ -32,34 +48,36 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SessionSlot:
-    """The scheduler's view of one session: its engine state and waiting audio."""
+    """The scheduler's view of one session: its engine state and waiting media."""
 
-    slot_id: int
+    slot_id: int  # unique per scheduler
     state: object  # the engine's per-session state; touched only on the model thread
-    on_update: Callable[[CaptionUpdate], None]  # called on the event loop with each step's update
+    on_result: Callable[[StepResult], None]  # called on the event loop with each step's result
     on_failure: Callable[[Exception], None]  # called on the event loop if the engine fails
-    max_backlog_samples: int
-    backlog: deque[AudioChunk] = field(default_factory=deque)
-    backlog_samples: int = 0
-    processed_s: float = 0.0  # media seconds the engine reported as processed
-    dropped_samples: int = 0
+    max_backlog_samples: int  # audio bound of `backlog`; the oldest chunks go beyond it
+    backlog: deque[AudioChunk] = field(default_factory=deque)  # audio waiting for the model
+    backlog_samples: int = 0  # samples in `backlog`
+    video: VideoFrame | None = None  # the one frame waiting for the model (latest wins)
+    last_frame_sample: int | None = None  # media time of the last frame taken (rate limit)
     last_step: int = -1  # index of the scheduler step that last advanced this session
     finishing: bool = False  # no step after finish was requested
-    failed: bool = False
+    failed: bool = False  # the engine failed on it: no more steps
+
+    @property
+    def ready(self) -> bool:
+        return not self.finishing and not self.failed
 
     @property
     def backlog_s(self) -> float:
         return samples_to_seconds(self.backlog_samples)
 
-    @property
-    def dropped_s(self) -> float:
-        return samples_to_seconds(self.dropped_samples)
-
-    def take_backlog(self) -> list[AudioChunk]:
-        chunks = list(self.backlog)
+    def take_media(self) -> list[Media]:
+        """Everything waiting, in media-time order, leaving nothing waiting."""
+        media: list[Media] = [*self.backlog, *([self.video] if self.video else [])]
         self.backlog.clear()
         self.backlog_samples = 0
-        return chunks
+        self.video = None
+        return sorted(media, key=lambda item: item.start_sample)
 
 
 class Scheduler:
@@ -73,9 +91,9 @@ class Scheduler:
         self._ids = itertools.count()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self.steps_run = 0  # for tests and metrics
-        self.batched_sessions = 0  # sessions advanced, summed over steps (/ steps_run = mean batch)
-        self.busy_s = 0.0  # model-thread seconds spent in steps (for real-time factor)
+        self.steps_run = 0  # steps taken; also the fairness clock (`SessionSlot.last_step`)
+        self.batched_sessions = 0  # sessions advanced, summed over steps (the benchmark's mean batch)
+        self.busy_s = 0.0  # model-thread seconds spent in steps (the benchmark's real-time factor)
 
     async def _on_model_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -98,6 +116,8 @@ class Scheduler:
             n = seconds_to_samples(seconds) // self.engine.spec.samples_per_chunk * self.engine.spec.samples_per_chunk
             rng = np.random.default_rng(0)
             self.engine.feed(state, AudioChunk((rng.standard_normal(n) * 1e-3).astype(np.float32), 0))
+            if MediaKind.VIDEO in self.engine.spec.media:
+                self.engine.feed(state, VideoFrame(np.zeros((48, 48, 3), np.uint8), n // 2))
             self.engine.step([state])
             self.engine.finish(state)
             self.engine.close(state)
@@ -107,7 +127,7 @@ class Scheduler:
     async def open(
         self,
         options: SessionOptions,
-        on_update: Callable[[CaptionUpdate], None],
+        on_result: Callable[[StepResult], None],
         on_failure: Callable[[Exception], None],
         max_backlog_s: float,
     ) -> SessionSlot:
@@ -118,7 +138,7 @@ class Scheduler:
             # The session went away while the engine was still allocating: free what it makes.
             opening.add_done_callback(self._close_orphan)
             raise
-        slot = SessionSlot(next(self._ids), state, on_update, on_failure, seconds_to_samples(max_backlog_s))
+        slot = SessionSlot(next(self._ids), state, on_result, on_failure, seconds_to_samples(max_backlog_s))
         self._slots[slot.slot_id] = slot
         return slot
 
@@ -126,10 +146,20 @@ class Scheduler:
         if not opening.cancelled() and opening.exception() is None:
             self._executor.submit(self.engine.close, opening.result())
 
-    def submit(self, slot: SessionSlot, chunk: AudioChunk) -> int:
-        """Queue audio for the model; returns how many samples had to be dropped (usually 0)."""
-        if slot.finishing or slot.failed:
+    def submit(self, slot: SessionSlot, media: Media) -> int:
+        """Queue media for the model; returns how many audio samples had to be dropped (usually 0).
+
+        Media of a kind the engine did not declare is a server bug: ValueError.
+        """
+        kind = MediaKind.VIDEO if isinstance(media, VideoFrame) else MediaKind.AUDIO
+        if kind not in self.engine.spec.media:
+            raise ValueError(f"engine {self.engine.spec.name!r} takes no {kind}")
+        if not slot.ready:
             return 0
+        if isinstance(media, VideoFrame):
+            self._submit_frame(slot, media)
+            return 0
+        chunk = media
         slot.backlog.append(chunk)  # the chunker already flags time jumps as discontinuities
         slot.backlog_samples += len(chunk.samples)
         dropped = 0
@@ -138,30 +168,40 @@ class Scheduler:
             slot.backlog_samples -= len(oldest.samples)
             dropped += len(oldest.samples)
             slot.backlog[0] = dataclasses.replace(slot.backlog[0], discontinuity=True)
-        slot.dropped_samples += dropped
         self._wake.set()
         return dropped
 
-    async def finish(self, slot: SessionSlot) -> CaptionUpdate:
+    def _submit_frame(self, slot: SessionSlot, frame: VideoFrame) -> None:
+        """Latest frame wins; frames faster than the engine's rate are dropped."""
+        spacing = seconds_to_samples(1.0 / self.engine.spec.video_fps)
+        if slot.last_frame_sample is not None and frame.start_sample - slot.last_frame_sample < spacing:
+            return
+        slot.video = frame  # replaces a frame still waiting
+        slot.last_frame_sample = frame.start_sample
+        self._wake.set()
+
+    async def control(self, slot: SessionSlot, control: SessionControl) -> None:
+        """Change a session's prompt or instruction (EngineError when the engine cannot)."""
+        await self._on_model_thread(self.engine.control, slot.state, control)
+
+    async def finish(self, slot: SessionSlot) -> StepResult:
         """Feed what is waiting and let the engine commit everything; no more steps afterwards."""
         slot.finishing = True
-        chunks = slot.take_backlog()
+        media = slot.take_media()
 
-        def run() -> CaptionUpdate:
-            for chunk in chunks:
-                self.engine.feed(slot.state, chunk)
+        def run() -> StepResult:
+            for item in media:
+                self.engine.feed(slot.state, item)
             return self.engine.finish(slot.state)
 
-        update = await self._on_model_thread(run)
-        slot.processed_s = max(slot.processed_s, update.processed_until)
-        return update
+        return await self._on_model_thread(run)
 
     async def close(self, slot: SessionSlot) -> None:
         """Forget the session and free its engine state (safe to call twice)."""
         if self._slots.pop(slot.slot_id, None) is None:
             return
         slot.finishing = True
-        slot.backlog.clear()
+        slot.take_media()
         try:
             await self._on_model_thread(self.engine.close, slot.state)
         except Exception:  # a failing close must not take the server down
@@ -172,12 +212,11 @@ class Scheduler:
         ready = [
             slot
             for slot in self._slots.values()
-            if not slot.finishing
-            and not slot.failed
-            and slot.backlog_samples >= max(spec.min_step_samples, 1)
+            if slot.ready and (slot.backlog_samples >= max(spec.min_step_samples, 1) or slot.video is not None)
         ]
         # Fairness: the session served least recently goes first. ("Most behind first" would let
         # a client sending faster than real time win every batch and starve live sessions.)
+        # The sort is stable: among sessions never served, the one opened first goes first.
         ready.sort(key=lambda slot: slot.last_step)
         return ready[: max(1, spec.max_batch)]
 
@@ -199,21 +238,21 @@ class Scheduler:
                 log.exception("scheduler step failed")
 
     async def _step(self, batch: Sequence[SessionSlot]) -> None:
-        work = [(slot, slot.take_backlog()) for slot in batch]
+        work = [(slot, slot.take_media()) for slot in batch]
 
-        def run() -> list[CaptionUpdate | Exception]:
+        def run() -> list[StepResult | Exception]:
             started = time.perf_counter()
             try:
                 return step_all()
             finally:
                 self.busy_s += time.perf_counter() - started
 
-        def step_all() -> list[CaptionUpdate | Exception]:
-            results: list[CaptionUpdate | Exception | None] = [None] * len(work)
-            for index, (slot, chunks) in enumerate(work):
+        def step_all() -> list[StepResult | Exception]:
+            results: list[StepResult | Exception | None] = [None] * len(work)
+            for index, (slot, media) in enumerate(work):
                 try:
-                    for chunk in chunks:
-                        self.engine.feed(slot.state, chunk)
+                    for item in media:
+                        self.engine.feed(slot.state, item)
                 except Exception as error:  # noqa: BLE001 - this session's audio, this session's error
                     results[index] = error
             fed = [index for index, result in enumerate(results) if result is None]
@@ -244,13 +283,12 @@ class Scheduler:
             if slot.slot_id in self._slots:
                 self._deliver(slot, result)
 
-    def _deliver(self, slot: SessionSlot, result: CaptionUpdate | Exception) -> None:
+    def _deliver(self, slot: SessionSlot, result: StepResult | Exception) -> None:
         """Hand a step's outcome to its session; a session's failing callback fails that session."""
         try:
             if isinstance(result, Exception):
                 raise result
-            slot.processed_s = max(slot.processed_s, result.processed_until)
-            slot.on_update(result)
+            slot.on_result(result)
         except Exception as error:  # noqa: BLE001 - never let one session stop the scheduler
             slot.failed = True
             log.error("engine failed on slot %s: %r", slot.slot_id, error)

@@ -17,8 +17,8 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from patchstream.model.api import Engine
-from patchstream.streaming.config import HEALTH_PATH, NATIVE_STREAM_PATH, ServerConfig
-from patchstream.streaming.events import Ended, Error, to_json
+from patchstream.streaming.config import ServerConfig
+from patchstream.streaming.protocol import HEALTH_PATH, NATIVE_STREAM_PATH, Ended, EndedReason, Error, ErrorCode, to_json
 from patchstream.streaming.scheduler import Scheduler
 from patchstream.streaming.session import Session, SessionContext
 
@@ -72,9 +72,6 @@ class Server:
     async def __aexit__(self, *exc_info) -> None:
         await self.shutdown()
 
-    async def serve_forever(self) -> None:
-        await self._ws_server.serve_forever()
-
     async def shutdown(self) -> None:
         """Stop accepting, let sessions flush for the grace period, then cancel the rest."""
         if self._ws_server is None:
@@ -106,11 +103,12 @@ class Server:
     async def _handle(self, websocket: ServerConnection) -> None:
         if len(self._sessions) >= self.config.limits.max_sessions or not self._ready:
             if self._ready:
-                error = Error("server_busy", f"server has {len(self._sessions)} sessions, its limit; try again later", True)
+                busy = f"server has {len(self._sessions)} sessions, its limit; try again later"
+                error = Error(ErrorCode.SERVER_BUSY, busy, True)
             else:
-                error = Error("shutting_down", "the server is shutting down", True)
+                error = Error(ErrorCode.SHUTTING_DOWN, "the server is shutting down", True)
             await websocket.send(to_json(error))
-            await websocket.send(to_json(Ended("error")))
+            await websocket.send(to_json(Ended(EndedReason.ERROR)))  # never admitted: no session ended
             await websocket.close()
             return
         session_id = f"s-{secrets.token_hex(4)}"

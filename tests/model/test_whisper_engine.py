@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from patchstream.clients import speech
-from patchstream.model.api import AudioChunk, EngineChoice, SessionOptions, Word
+from patchstream.model.api import AudioChunk, EngineChoice, EngineError, SessionControl, SessionOptions, VideoFrame, Word
 from patchstream.model.engines import build_engine
 from patchstream.model.whisper_engine import WhisperEngineConfig
 
@@ -41,7 +41,7 @@ def stream(engine, state, audio: np.ndarray, start: int = 0, step_s: float = 0.4
         engine.feed(state, AudioChunk(audio[offset : offset + CHUNK], start + offset,
                                       discontinuity=discontinuity and offset == 0))
         if (offset + CHUNK) % per_step == 0:
-            update = engine.step([state])[0]
+            update = engine.step([state])[0].captions
             committed += update.committed
             updates.append(update)
     return committed, updates
@@ -55,7 +55,7 @@ def test_spec_asks_for_batched_sub_second_steps(engine):
     assert engine.spec.max_batch > 1
     assert 0 < engine.spec.min_step_samples <= 16_000 // 2
     assert engine.spec.min_step_samples % 640 == 0
-    assert engine.spec.word_timestamps
+    assert engine.spec.name.startswith("whisper-tiny.en")
 
 
 def test_beam_width_is_an_engine_option():
@@ -66,7 +66,7 @@ def test_beam_width_is_an_engine_option():
 def test_streamed_transcript_is_close_to_the_reference_and_to_offline(engine, script):
     state = engine.open(SessionOptions())
     committed, updates = stream(engine, state, script.samples)
-    committed += engine.finish(state).committed
+    committed += engine.finish(state).captions.committed
     streamed = wer(script.text, committed)
     offline = wer(script.text, engine.transcribe_offline(script.samples))
     # eSpeak's audio varies slightly between calls, so the bounds leave room for a word or two.
@@ -81,7 +81,7 @@ def test_word_times_are_media_times_and_close_to_the_audio(engine, script):
     offset = 100 * 16_000  # the stream started 100 s ago (e.g. a late join)
     state = engine.open(SessionOptions())
     committed, _ = stream(engine, state, script.samples, start=offset)
-    committed += engine.finish(state).committed
+    committed += engine.finish(state).captions.committed
     by_text = {}
     for ref in script.words:
         by_text.setdefault(speech.normalize_text(ref.text), []).append(ref)
@@ -102,7 +102,7 @@ def test_discontinuity_keeps_times_on_the_new_timeline(engine):
     state = engine.open(SessionOptions())
     a, _ = stream(engine, state, np.concatenate([pad[:4800], first.samples, pad]))
     b, _ = stream(engine, state, np.concatenate([second.samples, pad]), start=60 * 16_000, discontinuity=True)
-    b += engine.finish(state).committed
+    b += engine.finish(state).captions.committed
     assert a and b
     assert all(w.end < 10 for w in a)
     assert all(w.start >= 60 for w in b)
@@ -114,7 +114,7 @@ def test_silence_and_white_noise_produce_no_words(engine):
     for audio in (np.zeros(8 * 16_000, np.float32), (0.05 * rng.standard_normal(8 * 16_000)).astype(np.float32)):
         state = engine.open(SessionOptions())
         committed, updates = stream(engine, state, audio)
-        final = engine.finish(state)
+        final = engine.finish(state).captions
         assert committed == [] and final.committed == ()
         assert all(u.tentative == () for u in updates)
         assert final.processed_until == pytest.approx(8.0, abs=0.05)
@@ -126,7 +126,7 @@ def test_finish_commits_everything_without_any_step(engine):
     state = engine.open(SessionOptions())
     for offset in range(0, len(sentence.samples) // CHUNK * CHUNK, CHUNK):
         engine.feed(state, AudioChunk(sentence.samples[offset : offset + CHUNK], offset))
-    update = engine.finish(state)
+    update = engine.finish(state).captions
     assert update.tentative == ()
     assert update.segment_end
     assert wer(sentence.text, list(update.committed)) <= 0.2
@@ -146,11 +146,11 @@ def test_two_sessions_batched_give_the_same_words_as_one_at_a_time(engine):
                 for o in range(offset, min(offset + per_step, n), CHUNK):
                     engine.feed(state, AudioChunk(audio[o : o + CHUNK], o))
             groups = [states] if batched else [[s] for s in states]
-            updates = [u for group in groups for u in engine.step(group)]
+            updates = [r.captions for group in groups for r in engine.step(group)]
             for i, update in enumerate(updates):
                 words[i] += [w.text for w in update.committed]
         for i, state in enumerate(states):
-            words[i] += [w.text for w in engine.finish(state).committed]
+            words[i] += [w.text for w in engine.finish(state).captions.committed]
         return words
 
     assert run(batched=True) == run(batched=False)
@@ -182,7 +182,7 @@ def test_buffer_stays_bounded_over_a_long_stream(engine, monkeypatch):
     committed = 0
     for index in range(int(20 * 60 * 16_000 / step)):
         engine.feed(state, AudioChunk(chunk, index * step))
-        update = engine.step([state])[0]
+        update = engine.step([state])[0].captions
         committed += len(update.committed)
         biggest = max(biggest, state.size)
     limit = engine.max_decode_samples + step
@@ -199,7 +199,7 @@ def test_run_up_kept_after_a_pause_is_not_transcribed_again(engine):
     audio = np.concatenate([np.zeros(4800, np.float32), sentence.samples, np.zeros(4 * 16_000, np.float32)])
     state = engine.open(SessionOptions())
     committed, updates = stream(engine, state, audio, step_s=0.24)
-    committed += engine.finish(state).committed
+    committed += engine.finish(state).captions.committed
     spoken_until = 0.3 + sentence.duration
     assert wer(sentence.text, committed) <= 0.2
     assert all(w.end <= spoken_until + 0.3 for w in committed)
@@ -230,3 +230,14 @@ def test_punctuation_right_after_the_prefix_never_becomes_a_word_of_its_own():
     assert [a["word"] for a in _new_words(alignment, 2)] == [" Please"]
     alignment = [{"word": " at", "tokens": [1]}, {"word": " ten", "tokens": [2]}, {"word": ".", "tokens": [3]}]
     assert [a["word"] for a in _new_words(alignment, 1)] == [" ten."]
+
+
+def test_video_and_instructions_are_refused_with_a_clear_error(engine):
+    state = engine.open(SessionOptions())
+    with pytest.raises(EngineError, match="audio only"):
+        engine.feed(state, VideoFrame(np.zeros((4, 4, 3), np.uint8), 0))
+    with pytest.raises(EngineError, match="instructions"):
+        engine.control(state, SessionControl(instruction="describe"))
+    engine.control(state, SessionControl(prompt="Patchstream"))  # prompts change mid-session
+    assert state.options.prompt == "Patchstream"
+    engine.close(state)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from patchstream.model.api import SAMPLE_RATE
+from patchstream.streaming.chunker import DecodedAudio
 from patchstream.streaming.decode import (
     BAD_FORMAT,
     DECODE_FAILED,
@@ -25,11 +26,10 @@ from patchstream.streaming.decode import (
     INPUT_TOO_LARGE,
     UNSUPPORTED_ENCODING,
     AudioDecoder,
-    AudioFormat,
-    DecodedAudio,
     DecodeError,
     DecoderConfig,
 )
+from patchstream.streaming.protocol import AudioFormat, ProtocolError
 
 TONE_HZ = (440.0, 1000.0)  # channel 0, channel 1: distinct so a channel mix-up shows
 TONE_AMPLITUDE = (0.5, 0.25)
@@ -374,7 +374,7 @@ def test_decode_after_flush_is_refused():
     ],
 )
 def test_invalid_declarations_raise_clear_codes(kwargs, code):
-    with pytest.raises(DecodeError) as caught:
+    with pytest.raises(ProtocolError) as caught:
         AudioFormat(**kwargs)
     assert caught.value.code == code
     assert caught.value.message  # a sentence for humans, not just the code
@@ -389,7 +389,8 @@ def test_eight_channels_decode_in_a_subprocess_without_crashing():
     # PyAV 18.1 segfaults on 8-plane planar frames; a crash would take the whole server down.
     code = (
         "import numpy as np\n"
-        "from patchstream.streaming.decode import AudioDecoder, AudioFormat\n"
+        "from patchstream.streaming.decode import AudioDecoder\n"
+        "from patchstream.streaming.protocol import AudioFormat\n"
         "d = AudioDecoder(AudioFormat('pcm_s16le', sample_rate=16000, channels=8))\n"
         "x = (np.arange(8)[None, :] * 1000 + np.zeros((3200, 1))).astype('<i2')\n"
         "out = d.decode(x.tobytes()) + d.flush()\n"
@@ -406,7 +407,7 @@ def test_eight_channels_decode_in_a_subprocess_without_crashing():
 
 @pytest.mark.parametrize("hint", ["concat", "hls", "image2", "tcp"])
 def test_demuxers_that_open_other_files_are_refused(hint):
-    with pytest.raises(DecodeError) as error:
+    with pytest.raises(ProtocolError) as error:
         AudioFormat("container", container=hint)
     assert error.value.code == "bad_format"
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from patchstream.streaming.events import CaptionFinal, CaptionPartial, Stats
+from patchstream.streaming.protocol import CaptionFinal, CaptionPartial, Stats
 from patchstream.streaming.outbox import Outbox, OutboxOverflow
 
 
@@ -14,28 +14,28 @@ def final(cid, text):
     return CaptionFinal(cid, text, 0.0, 1.0, ())
 
 
-async def test_partials_of_one_caption_coalesce_in_place():
+def test_partials_of_one_caption_coalesce_in_place():
     box = Outbox(max_pending=10)
     box.put(partial("c0", "a"))
     box.put(final("c9", "x"))
     box.put(partial("c0", "a b"))
     assert len(box) == 2 and box.coalesced == 1
-    assert (await box.get()).text == "a b"
-    assert (await box.get()).text == "x"
+    assert box.pop().text == "a b"
+    assert box.pop().text == "x"
 
 
-async def test_stats_keep_only_newest():
+def test_stats_keep_only_newest():
     box = Outbox(max_pending=10)
     box.put(Stats(1, 1, 0, 0, 0, 0))
     box.put(Stats(2, 2, 0, 0, 0, 0))
-    assert len(box) == 1 and (await box.get()).audio_received_s == 2
+    assert len(box) == 1 and box.pop().audio_received_s == 2
 
 
-async def test_finals_are_never_dropped_but_bounded():
+def test_finals_are_never_dropped_but_bounded():
     box = Outbox(max_pending=3)
     for i in range(3):
         box.put(final(f"c{i}", str(i)))
     with pytest.raises(OutboxOverflow):
         box.put(final("c3", "3"))
-    assert [(await box.get()).text for _ in range(3)] == ["0", "1", "2"]
+    assert [box.pop().text for _ in range(3)] == ["0", "1", "2"]
     box.put(final("c3", "3"))  # room again once the client reads

@@ -1,7 +1,7 @@
 """The caption policy groups committed words into captions with stable ids."""
 
 from patchstream.model.api import CaptionUpdate, Word
-from patchstream.streaming.events import CaptionFinal, CaptionPartial
+from patchstream.streaming.protocol import CaptionFinal, CaptionPartial
 from patchstream.streaming.policy import CaptionPolicy, CaptionPolicyConfig
 
 

@@ -8,6 +8,7 @@ client that never reads — each with other sessions running beside it, unaffect
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import urllib.request
@@ -319,14 +320,17 @@ async def test_an_engine_failure_on_one_session_spares_the_sessions_batched_with
 
 
 async def test_shutdown_before_start_tells_the_client_at_once():
-    server = Server(server_config(), build_engine(EngineChoice("fake")))
+    # A grace period far longer than the test may run: a session that waited for it instead of
+    # ending at once would be cancelled at its end and send nothing.
+    config = dataclasses.replace(server_config(), shutdown_grace_s=3_600.0)
+    server = Server(config, build_engine(EngineChoice("fake")))
     await server.__aenter__()
     async with connect(server.url) as ws:
-        await asyncio.sleep(0.1)
-        started = asyncio.get_running_loop().time()
-        await server.shutdown()
+        while not server.active_sessions:  # the session exists: the connection was admitted
+            await asyncio.sleep(0.01)
+        shutdown = asyncio.create_task(server.shutdown())
         events = [json.loads(message) async for message in ws]
-    assert asyncio.get_running_loop().time() - started < 1.5
+        await shutdown
     assert events[0]["code"] == "shutting_down" and events[-1]["reason"] == "shutdown"
 
 

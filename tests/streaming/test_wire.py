@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from patchstream.streaming.wire import ProtocolError, StartMessage, StopMessage, parse_control
+from patchstream.streaming.protocol import ProtocolError, StartMessage, StopMessage, parse_control
 
 
 def start(**audio):
@@ -15,7 +15,7 @@ def test_start_with_raw_pcm():
     message = parse_control(start(encoding="pcm_s16le", sample_rate=8000, channels=2))
     assert isinstance(message, StartMessage)
     assert (message.audio.encoding, message.audio.sample_rate, message.audio.channels) == ("pcm_s16le", 8000, 2)
-    assert message.options.language == "en" and message.interim_results
+    assert message.language == "en" and message.interim_results
 
 
 def test_start_with_container_needs_no_rate():

@@ -1,0 +1,397 @@
+"""The native streaming protocol (v1): every message, event, error code and ended reason.
+
+It is: the one module both sides of the websocket share. The server builds its events and parses
+control messages here; clients import this module and nothing else of the server. It holds the
+frozen dataclasses of every client → server control message and server → client event, their
+JSON forms, the `ErrorCode` and `EndedReason` enums, the coded-error base class, the audio format
+a `start` declares (validated without PyAV) and the demuxer allow-list. docs/protocol.md
+documents the same names; `tests/streaming/test_protocol_conformance.py` holds them equal.
+
+It is not: I/O (no sockets, no awaits) and not the session state machine (`session_protocol.py`).
+It imports the standard library and `model/api.py` (itself stdlib-only at run time, for the one
+seconds↔samples conversion), so a client or a test loads it without av, numpy, websockets or any
+other server module.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass, field
+
+# The one media-time conversion (one rounding rule), re-exported so clients need only this module.
+from patchstream.model.api import samples_to_seconds, seconds_to_samples  # noqa: F401
+
+PROTOCOL_VERSION = 1
+NATIVE_STREAM_PATH = "/v1/stream"  # websocket endpoint of the native protocol
+HEALTH_PATH = "/healthz"  # plain HTTP GET: 200 once the engine is warm
+MAX_CONTROL_BYTES = 64 * 1024  # a control message larger than this is not a control message
+MAX_PROMPT_CHARS = 2_000  # bias text; longer prompts only slow decoding down
+
+
+class ErrorCode(enum.StrEnum):
+    """The `code` of an `error` event (docs/protocol.md has the table: when, and whether fatal)."""
+
+    BAD_JSON = "bad_json"
+    BAD_MESSAGE = "bad_message"
+    UNKNOWN_MESSAGE = "unknown_message"
+    NOT_STARTED = "not_started"
+    ALREADY_STARTED = "already_started"
+    BAD_START = "bad_start"
+    UNSUPPORTED_ENCODING = "unsupported_encoding"
+    BAD_FORMAT = "bad_format"
+    UNSUPPORTED_TASK = "unsupported_task"
+    FRAME_TOO_LARGE = "frame_too_large"
+    DECODE_FAILED = "decode_failed"
+    AUDIO_DROPPED = "audio_dropped"
+    START_TIMEOUT = "start_timeout"
+    IDLE_TIMEOUT = "idle_timeout"
+    SESSION_LIMIT = "session_limit"
+    SERVER_BUSY = "server_busy"
+    SLOW_CONSUMER = "slow_consumer"
+    ENGINE_ERROR = "engine_error"
+    INPUT_TOO_LARGE = "input_too_large"
+    INTERNAL_ERROR = "internal_error"
+    SHUTTING_DOWN = "shutting_down"
+
+
+# A `start` that cannot be served ends the session; other bad control messages are only rejected.
+FATAL_START_ERRORS = frozenset(
+    {ErrorCode.BAD_START, ErrorCode.UNSUPPORTED_ENCODING, ErrorCode.BAD_FORMAT, ErrorCode.UNSUPPORTED_TASK}
+)
+
+
+class EndedReason(enum.StrEnum):
+    """The `reason` of an `ended` event."""
+
+    STOP = "stop"  # the client sent `stop` and every caption was delivered
+    ERROR = "error"  # a fatal error (its `error` event came first)
+    IDLE = "idle"  # nothing was received for the idle timeout
+    LIMIT = "limit"  # the session streamed more media than it may
+    SHUTDOWN = "shutdown"  # the server is stopping
+
+    @classmethod
+    def for_error(cls, code: str) -> EndedReason:
+        """The reason a session ends with after a fatal error of this code."""
+        return {
+            ErrorCode.IDLE_TIMEOUT: cls.IDLE,
+            ErrorCode.SESSION_LIMIT: cls.LIMIT,
+            ErrorCode.SHUTTING_DOWN: cls.SHUTDOWN,
+        }.get(code, cls.ERROR)
+
+
+class CodedError(Exception):
+    """A failure that becomes an `error` event: a code (an `ErrorCode` for anything a client sees)
+    and a message for humans."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ProtocolError(CodedError):
+    """A client message broke the protocol."""
+
+
+# --- the audio a `start` declares ----------------------------------------------------------------
+
+CONTAINER_ENCODING = "container"  # anything PyAV demuxes; format from the hint or from probing
+RAW_ENCODINGS = ("pcm_s16le", "pcm_f32le", "mulaw", "alaw")  # interleaved samples at a declared rate
+ENCODINGS = (*RAW_ENCODINGS, CONTAINER_ENCODING)
+MIN_CHANNELS, MAX_CHANNELS = 1, 8
+MIN_SAMPLE_RATE_HZ = 4_000  # below narrow-band telephony nothing speech-like survives
+MAX_SAMPLE_RATE_HZ = 384_000  # the highest rate common audio interfaces produce
+# FFmpeg demuxers a client may name, and the only ones probing may pick. Never the whole list:
+# `concat`, `hls` and friends open other files and URLs named inside the stream. FFmpeg matches a
+# demuxer by any of its names, so "mov" admits its whole family (mp4, m4a, 3gp, ...).
+ALLOWED_DEMUXERS = (
+    "matroska", "webm", "ogg", "wav", "mp3", "flac", "mov", "mp4", "m4a", "aac", "mpegts",
+    "amr", "au", "caf", "aiff", "w64",
+)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _require(condition: bool, code: ErrorCode, message: str) -> None:
+    if not condition:
+        raise ProtocolError(code, message)
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    """What a client says its audio bytes are. Constructing an invalid one raises `ProtocolError`."""
+
+    encoding: str  # one of ENCODINGS
+    sample_rate: int | None = None  # Hz; required for raw encodings, ignored for containers
+    channels: int | None = None  # interleaved channels, 1..8; required for raw encodings
+    container: str | None = None  # demuxer hint, one of ALLOWED_DEMUXERS; None = probe
+
+    def __post_init__(self) -> None:
+        _require(
+            self.encoding in ENCODINGS,
+            ErrorCode.UNSUPPORTED_ENCODING,
+            f"unknown audio encoding {self.encoding!r}; use one of {', '.join(ENCODINGS)}",
+        )
+        if self.is_raw:
+            _require(
+                self.sample_rate is not None and self.channels is not None,
+                ErrorCode.BAD_FORMAT,
+                f"{self.encoding} needs sample_rate and channels",
+            )
+            _require(self.container is None, ErrorCode.BAD_FORMAT, f"{self.encoding} is raw audio; container must be empty")
+        _require(
+            self.sample_rate is None
+            or (_is_int(self.sample_rate) and MIN_SAMPLE_RATE_HZ <= self.sample_rate <= MAX_SAMPLE_RATE_HZ),
+            ErrorCode.BAD_FORMAT,
+            f"sample_rate {self.sample_rate!r} must be an integer in {MIN_SAMPLE_RATE_HZ}..{MAX_SAMPLE_RATE_HZ} Hz",
+        )
+        _require(
+            self.channels is None or (_is_int(self.channels) and MIN_CHANNELS <= self.channels <= MAX_CHANNELS),
+            ErrorCode.BAD_FORMAT,
+            f"channels {self.channels!r} must be an integer in {MIN_CHANNELS}..{MAX_CHANNELS}",
+        )
+        _require(
+            self.container is None or self.container in ALLOWED_DEMUXERS,
+            ErrorCode.BAD_FORMAT,
+            f"container {self.container!r} is not accepted; use one of {', '.join(ALLOWED_DEMUXERS)}",
+        )
+
+    @property
+    def is_raw(self) -> bool:
+        return self.encoding in RAW_ENCODINGS
+
+
+# --- client → server -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartMessage:
+    """`start`: what the client will send and what it wants back."""
+
+    audio: AudioFormat  # how the binary frames are encoded
+    language: str = "en"  # language code of the speech
+    task: str = "transcribe"  # the only task so far
+    prompt: str = ""  # words that bias recognition
+    interim_results: bool = True  # send `caption.partial` events
+    stats: bool = True  # send periodic `stats` events
+
+
+@dataclass(frozen=True)
+class StopMessage:
+    """`stop`: no more audio; flush, send the last finals, then `ended`."""
+
+
+ControlMessage = StartMessage | StopMessage
+
+
+def _parse_audio_format(audio: object) -> AudioFormat:
+    _require(isinstance(audio, dict), ErrorCode.BAD_START, "`audio` must be an object describing the stream")
+    encoding = audio.get("encoding")
+    _require(
+        encoding in ENCODINGS,
+        ErrorCode.UNSUPPORTED_ENCODING,
+        f"unknown audio encoding {encoding!r}; use one of {', '.join(ENCODINGS)}",
+    )
+    for key in ("sample_rate", "channels"):
+        value = audio.get(key)
+        _require(value is None or _is_int(value), ErrorCode.BAD_START, f"`audio.{key}` must be an integer")
+    container = audio.get("container")
+    _require(container is None or isinstance(container, str), ErrorCode.BAD_START, "`audio.container` must be a string")
+    # The constructor validates rates, channel counts and container names.
+    return AudioFormat(encoding, audio.get("sample_rate"), audio.get("channels"), container)
+
+
+def _flag(message: dict, key: str, default: bool) -> bool:
+    value = message.get(key, default)
+    _require(isinstance(value, bool), ErrorCode.BAD_START, f"`{key}` must be true or false")
+    return value
+
+
+def _parse_start(message: dict) -> StartMessage:
+    audio = _parse_audio_format(message.get("audio"))
+    language = message.get("language", "en")
+    _require(
+        isinstance(language, str) and 0 < len(language) <= 16,
+        ErrorCode.BAD_START,
+        "`language` must be a short code like \"en\"",
+    )
+    task = message.get("task", "transcribe")
+    _require(task == "transcribe", ErrorCode.UNSUPPORTED_TASK, f"task {task!r} is not supported; use \"transcribe\"")
+    prompt = message.get("prompt", "")
+    _require(isinstance(prompt, str), ErrorCode.BAD_START, "`prompt` must be a string")
+    _require(len(prompt) <= MAX_PROMPT_CHARS, ErrorCode.BAD_START, f"`prompt` is longer than {MAX_PROMPT_CHARS} characters")
+    return StartMessage(
+        audio=audio,
+        language=language,
+        task=task,
+        prompt=prompt,
+        interim_results=_flag(message, "interim_results", True),
+        stats=_flag(message, "stats", True),
+    )
+
+
+def parse_control(text: str) -> ControlMessage:
+    """Parse one text frame into a control message, or raise ProtocolError."""
+    _require(len(text) <= MAX_CONTROL_BYTES, ErrorCode.BAD_MESSAGE, "control message too large")
+    try:
+        message = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ProtocolError(ErrorCode.BAD_JSON, f"text frame is not valid JSON: {error.msg}") from None
+    _require(isinstance(message, dict), ErrorCode.BAD_MESSAGE, "a control message must be a JSON object")
+    kind = message.get("type")
+    if kind == "start":
+        return _parse_start(message)
+    if kind == "stop":
+        return StopMessage()
+    raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE, f"unknown message type {kind!r}; expected \"start\" or \"stop\"")
+
+
+def control_to_json(message: ControlMessage) -> str:
+    """Client side: the wire form of a control message (only the fields a server needs)."""
+    if isinstance(message, StopMessage):
+        return json.dumps({"type": "stop"})
+    audio = {key: value for key, value in asdict(message.audio).items() if value is not None}
+    payload = {"type": "start", "audio": audio, "language": message.language}
+    if message.prompt:
+        payload["prompt"] = message.prompt
+    payload.update(interim_results=message.interim_results, stats=message.stats)
+    return json.dumps(payload)
+
+
+# --- server → client -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WordTiming:
+    """A word inside a caption, with its media times and whether it can still change."""
+
+    text: str  # the word with its punctuation
+    start: float  # media seconds since stream start
+    end: float  # media seconds since stream start
+    stable: bool  # True once committed: a stable word never changes again
+    confidence: float = 1.0  # model probability in [0, 1]
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Answer to `start`: the session is open and audio may flow."""
+
+    session_id: str  # server-chosen id, also used in logs
+    engine: str  # name of the engine that will caption this session
+    sample_rate: int  # rate the server resamples to (informational)
+    protocol: int = PROTOCOL_VERSION  # version of this protocol
+    type: str = "ready"
+
+
+@dataclass(frozen=True)
+class CaptionPartial:
+    """The current state of an open caption; each partial replaces the previous one with its id."""
+
+    caption_id: str  # stable for the life of the caption; the final carries the same id
+    text: str  # the whole caption as it reads now (stable words then tentative ones)
+    stable_text: str  # the committed prefix of `text`; it only grows
+    start: float  # media seconds of the first word
+    end: float  # media seconds of the last word
+    words: tuple[WordTiming, ...]  # every word of `text`, stable ones first
+    type: str = "caption.partial"
+
+
+@dataclass(frozen=True)
+class CaptionFinal:
+    """A closed caption; its text never changes again. Finals are never dropped."""
+
+    caption_id: str  # the id its partials carried
+    text: str  # the caption's words joined by spaces
+    start: float  # media seconds of the first word
+    end: float  # media seconds of the last word
+    words: tuple[WordTiming, ...]  # all stable
+    type: str = "caption.final"
+
+
+@dataclass(frozen=True)
+class Interpretation:
+    """An engine's interpretation of a stretch of media (a description, a translation, ...).
+
+    Partial ones (`final` false) are replaced by the next with the same id; final ones never change.
+    """
+
+    interpretation_id: str  # stable for the life of the interpretation
+    kind: str  # what the engine was asked for, e.g. "description"
+    text: str  # the interpretation as it reads now
+    start: float  # media seconds of the first media it covers
+    end: float  # media seconds of the last media it covers
+    final: bool  # True: it never changes again and is never dropped
+    type: str = "interpretation"
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Periodic health of one session."""
+
+    audio_received_s: float  # media seconds received and decoded
+    audio_processed_s: float  # media seconds the engine has looked at
+    lag_s: float  # received − processed: how far captions trail the audio
+    backlog_s: float  # audio waiting for the model right now
+    dropped_audio_s: float  # audio discarded because the model fell behind (never silently)
+    partials_coalesced: int  # partials replaced before they were sent (client reading slowly)
+    type: str = "stats"
+
+
+@dataclass(frozen=True)
+class Error:
+    """Something went wrong. `fatal` errors end the session; others only reject one message."""
+
+    code: str  # an ErrorCode
+    message: str  # for humans
+    fatal: bool = False  # True: `ended` follows and the server closes
+    type: str = "error"
+
+
+@dataclass(frozen=True)
+class Ended:
+    """The session is over; the server closes the websocket after this event."""
+
+    reason: str  # an EndedReason
+    audio_received_s: float = 0.0  # media seconds received
+    captions: int = 0  # number of finals sent
+    type: str = "ended"
+
+
+Event = Ready | CaptionPartial | CaptionFinal | Interpretation | Stats | Error | Ended
+EVENT_TYPES = tuple(cls.type for cls in (Ready, CaptionPartial, CaptionFinal, Interpretation, Stats, Error, Ended))
+CONTROL_TYPES = ("start", "stop")
+
+
+def _rounded(value):
+    # Media times travel as seconds with millisecond precision: enough for captions, short JSON.
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(item) for item in value]
+    return value
+
+
+def to_json(event: Event) -> str:
+    """The wire form of an event: one JSON object with a `type` field."""
+    return json.dumps(_rounded(asdict(event)), separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class ParsedEvent:
+    """A server event as a client sees it: its type and its fields."""
+
+    type: str  # one of EVENT_TYPES, or a newer type this client does not know
+    fields: dict = field(default_factory=dict)  # the whole JSON object, `type` included
+
+
+def parse_event(text: str) -> ParsedEvent:
+    """Client side: read one server event (unknown types are kept, for forward compatibility)."""
+    data = json.loads(text)
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise ValueError("server event is not a JSON object with a string `type`")
+    return ParsedEvent(type=data["type"], fields=data)

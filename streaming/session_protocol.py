@@ -1,0 +1,307 @@
+"""The sans-I/O state machine of one native-protocol session.
+
+It is: every decision a session makes. It takes what happened — a text or binary message from
+the client, decoded audio, an engine result or failure, the end of the engine's work, a clock
+tick, a shutdown request, a lost connection — and answers with actions for its shell (`Open` the
+decoder and engine session, `Decode` these bytes, `Submit` this chunk, `FinishMedia`, `Close`),
+while the events to send wait in its outbox (`next_event`). Time is an argument (`now`, loop
+seconds), so tests drive it on a fake clock.
+
+It is not: I/O. It never awaits, reads no clock, owns no task, decodes nothing and never calls
+the engine; `session.py` does all of that and feeds the outcomes back in.
+
+Phases: AWAITING_START → OPENING → STREAMING → FINISHING → ENDED. A fatal error from any phase
+closes the open caption (committed words always reach a final), queues the `error` and `ended`
+events, and ends the session.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Sequence
+
+from patchstream.model.api import AudioChunk, CaptionUpdate, EngineSpec, SessionOptions, StepResult, samples_to_seconds, seconds_to_samples
+from patchstream.streaming.config import LimitsConfig
+from patchstream.streaming.outbox import Outbox, OutboxOverflow
+from patchstream.streaming.policy import CaptionPolicy, CaptionPolicyConfig, interpretation_event
+from patchstream.streaming.protocol import (
+    FATAL_START_ERRORS,
+    CodedError,
+    Ended,
+    EndedReason,
+    Error,
+    ErrorCode,
+    Event,
+    ProtocolError,
+    Ready,
+    StartMessage,
+    Stats,
+    StopMessage,
+    parse_control,
+)
+
+
+class Phase(enum.Enum):
+    AWAITING_START = "awaiting_start"  # connected; only `start` moves on
+    OPENING = "opening"  # `start` accepted; the shell opens the decoder and engine session
+    STREAMING = "streaming"  # audio flows
+    FINISHING = "finishing"  # `stop` or shutdown: the shell drains media and finishes the engine
+    ENDED = "ended"  # nothing more happens; the shell closes
+
+
+@dataclass(frozen=True)
+class Open:
+    """Open a decoder for `start.audio` and an engine session with `options`; then call `opened`
+    (or `open_failed`)."""
+
+    start: StartMessage  # the accepted `start`
+    options: SessionOptions  # what the engine is asked for
+
+
+@dataclass(frozen=True)
+class Decode:
+    """Decode these bytes after the ones before, off the event loop; then call `decoded`."""
+
+    data: bytes  # one binary frame, in arrival order
+
+
+@dataclass(frozen=True)
+class Submit:
+    """Queue this chunk for the engine (the scheduler); report drops with `audio_dropped`."""
+
+    chunk: AudioChunk  # 40 ms frames with their media time
+
+
+@dataclass(frozen=True)
+class FinishMedia:
+    """No more bytes: decode the rest, submit it, finish the engine session; then call `finished`."""
+
+
+@dataclass(frozen=True)
+class Close:
+    """Stop all work, release the decoder and engine session, send what the outbox holds
+    (`ended` is last) unless the client is gone, then close the websocket."""
+
+    client_gone: bool = False  # nothing can be sent: close without draining
+
+
+Action = Open | Decode | Submit | FinishMedia | Close
+
+
+class SessionProtocol:
+    """One session's protocol state. Every input method returns the actions it leads to."""
+
+    def __init__(self, session_id: str, engine: EngineSpec, limits: LimitsConfig, stats_interval_s: float, now: float):
+        self.session_id = session_id
+        self.phase = Phase.AWAITING_START
+        self._engine = engine
+        self._limits = limits
+        self._stats_interval_s = stats_interval_s
+        self._outbox = Outbox(limits.max_pending_finals)
+        self._overflowed = False  # a put found the outbox full: the client is not reading
+        self._start: StartMessage | None = None
+        self._policy: CaptionPolicy | None = None
+        self._start_deadline = now + limits.start_timeout_s
+        self._last_input = now  # loop time of the last message, for the idle timeout
+        self._next_stats: float | None = None  # loop time the next `stats` is due; None = no stats
+        self._received_samples = 0  # media time reached by decoded audio
+        self._processed_s = 0.0  # media seconds the engine reported looking at
+        self._dropped_samples = 0  # audio the scheduler dropped because the model fell behind
+        self._limit_samples = seconds_to_samples(limits.max_session_s)
+        self._reason = EndedReason.STOP  # reason of a clean end: stop, or shutdown
+
+    # -- what the shell reads --------------------------------------------------------------------
+
+    @property
+    def receiving(self) -> bool:
+        """Whether the shell should read the next client message."""
+        return self.phase in (Phase.AWAITING_START, Phase.STREAMING)
+
+    def next_event(self) -> Event | None:
+        """The next event to send, or None."""
+        return self._outbox.pop()
+
+    def next_deadline(self) -> float | None:
+        """The loop time at which `tick` has something to do, if any."""
+        if self.phase is Phase.AWAITING_START:
+            return self._start_deadline
+        deadlines = [self._next_stats] if self.phase in (Phase.STREAMING, Phase.FINISHING) else []
+        if self.phase is Phase.STREAMING:
+            deadlines.append(self._last_input + self._limits.idle_timeout_s)
+        return min((d for d in deadlines if d is not None), default=None)
+
+    # -- client input ----------------------------------------------------------------------------
+
+    def receive_text(self, text: str, now: float) -> list[Action]:
+        if not self.receiving:
+            return []
+        self._last_input = now
+        try:
+            control = parse_control(text)
+        except ProtocolError as error:
+            if self.phase is Phase.AWAITING_START and error.code in FATAL_START_ERRORS:
+                return self._fail(error.code, error.message)
+            return self._error(error.code, error.message)
+        if isinstance(control, StopMessage):
+            if self.phase is Phase.AWAITING_START:
+                return self._error(ErrorCode.NOT_STARTED, "`stop` received before `start`")
+            self.phase = Phase.FINISHING
+            return [FinishMedia()]
+        if self.phase is Phase.STREAMING:
+            return self._error(ErrorCode.ALREADY_STARTED, "this session has already started; a second `start` was ignored")
+        self._start = control
+        self.phase = Phase.OPENING
+        return [Open(control, SessionOptions(language=control.language, task=control.task, prompt=control.prompt))]
+
+    def receive_bytes(self, data: bytes, now: float) -> list[Action]:
+        if not self.receiving:
+            return []
+        self._last_input = now
+        if self.phase is Phase.AWAITING_START:
+            return self._error(ErrorCode.NOT_STARTED, "binary audio received before `start`; send `start` first")
+        if len(data) > self._limits.max_frame_bytes:
+            return self._error(
+                ErrorCode.FRAME_TOO_LARGE,
+                f"binary frame of {len(data)} bytes exceeds the {self._limits.max_frame_bytes}-byte limit;"
+                " it was dropped — send smaller frames",
+            )
+        return [Decode(data)] if data else []
+
+    # -- outcomes of the shell's work ------------------------------------------------------------
+
+    def opened(self, now: float) -> list[Action]:
+        """The decoder and the engine session are open: audio may flow."""
+        if self.phase is not Phase.OPENING:
+            return []
+        self.phase = Phase.STREAMING
+        self._last_input = now
+        self._policy = CaptionPolicy(CaptionPolicyConfig(interim_results=self._start.interim_results))
+        if self._start.stats:
+            self._next_stats = now + self._stats_interval_s
+        return self._send(Ready(self.session_id, self._engine.name, self._engine.sample_rate))
+
+    def open_failed(self, error: CodedError) -> list[Action]:
+        return self._fail(error.code, error.message)
+
+    def decoded(self, chunks: Sequence[AudioChunk]) -> list[Action]:
+        """Audio came out of the decoder and chunker: submit it, within the session's media limit."""
+        if self.phase not in (Phase.STREAMING, Phase.FINISHING):
+            return []
+        actions: list[Action] = []
+        for chunk in chunks:
+            if chunk.end_sample > self._limit_samples:
+                return actions + self._fail(
+                    ErrorCode.SESSION_LIMIT, f"session exceeded {self._limits.max_session_s:g} s of media"
+                )
+            self._received_samples = max(self._received_samples, chunk.end_sample)
+            actions.append(Submit(chunk))
+        return actions
+
+    def audio_dropped(self, samples: int) -> list[Action]:
+        self._dropped_samples += samples
+        return self._error(
+            ErrorCode.AUDIO_DROPPED, f"the model fell behind; dropped {samples_to_seconds(samples):.2f} s of audio"
+        )
+
+    def media_failed(self, error: CodedError) -> list[Action]:
+        """The decoder gave up on the client's bytes."""
+        code = error.code if error.code in ErrorCode.__members__.values() else ErrorCode.INTERNAL_ERROR
+        return self._fail(code, error.message)
+
+    def engine_result(self, result: StepResult) -> list[Action]:
+        if self.phase not in (Phase.STREAMING, Phase.FINISHING):
+            return []
+        self._processed_s = max(self._processed_s, result.processed_until)
+        return self._send(*self._policy.update(result.captions), *map(interpretation_event, result.interpretations))
+
+    def engine_failed(self, error: Exception) -> list[Action]:
+        return self._fail(ErrorCode.ENGINE_ERROR, f"the model failed on this session's audio: {error}")
+
+    def finished(self, result: StepResult) -> list[Action]:
+        """The engine committed everything: the last finals, then `ended`."""
+        if self.phase is not Phase.FINISHING:
+            return []
+        self._processed_s = max(self._processed_s, result.processed_until)
+        events = [*self._policy.finish(result.captions), *map(interpretation_event, result.interpretations)]
+        return self._send(*events) + self._end(self._reason)
+
+    # -- clock and lifecycle ---------------------------------------------------------------------
+
+    def tick(self, now: float, backlog_s: float = 0.0) -> list[Action]:
+        """Time passed: timeouts and periodic stats. `backlog_s` is audio waiting for the model."""
+        if self.phase is Phase.AWAITING_START and now >= self._start_deadline:
+            return self._fail(ErrorCode.START_TIMEOUT, f"no `start` message within {self._limits.start_timeout_s:g} s")
+        if self.phase is Phase.STREAMING and now - self._last_input >= self._limits.idle_timeout_s:
+            return self._fail(ErrorCode.IDLE_TIMEOUT, f"nothing received for {self._limits.idle_timeout_s:g} s")
+        if self.phase in (Phase.STREAMING, Phase.FINISHING) and self._next_stats is not None and now >= self._next_stats:
+            self._next_stats = now + self._stats_interval_s
+            return self._send(self._stats(backlog_s))
+        return []
+
+    def shutdown(self) -> list[Action]:
+        """The server is stopping: say so, then finish like a `stop` (flushing every word)."""
+        if self.phase is Phase.STREAMING:
+            self._reason = EndedReason.SHUTDOWN
+            self.phase = Phase.FINISHING
+            return self._send(Error(ErrorCode.SHUTTING_DOWN, "the server is shutting down; flushing captions", True)) + [
+                FinishMedia()
+            ]
+        if self.phase is Phase.FINISHING:
+            return []
+        return self._fail(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
+
+    def connection_lost(self) -> list[Action]:
+        """The websocket closed or a send blocked for the send timeout: nobody is listening."""
+        if self.phase is Phase.ENDED:
+            return []
+        self.phase = Phase.ENDED
+        return [Close(client_gone=True)]
+
+    def internal_error(self, error: Exception) -> list[Action]:
+        """A server bug in this session's shell: it ends only this session."""
+        return self._fail(ErrorCode.INTERNAL_ERROR, f"internal server error: {error!r}")
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _stats(self, backlog_s: float) -> Stats:
+        received = samples_to_seconds(self._received_samples)
+        return Stats(
+            audio_received_s=received,
+            audio_processed_s=self._processed_s,
+            lag_s=max(0.0, received - self._processed_s),
+            backlog_s=backlog_s,
+            dropped_audio_s=samples_to_seconds(self._dropped_samples),
+            partials_coalesced=self._outbox.coalesced,
+        )
+
+    def _send(self, *events: Event) -> list[Action]:
+        for event in events:
+            try:
+                self._outbox.put(event)
+            except OutboxOverflow:
+                self._overflowed = True
+        if self._overflowed and self.phase is not Phase.ENDED:
+            return self._fail(ErrorCode.SLOW_CONSUMER, "the client is not reading events")
+        return []
+
+    def _error(self, code: ErrorCode, message: str) -> list[Action]:
+        return self._send(Error(code, message, fatal=False))
+
+    def _fail(self, code: str, message: str) -> list[Action]:
+        """A fatal error: close the open caption, then `error` and `ended`."""
+        if self.phase is Phase.ENDED:
+            return []
+        events: list[Event] = []
+        if self._policy is not None:
+            events += self._policy.finish(CaptionUpdate())  # committed words always reach a final
+        self._reason = EndedReason.for_error(code)
+        self.phase = Phase.ENDED  # before sending: an overflow now must not fail again
+        self._send(*events, Error(code, message, fatal=True))
+        return self._end(self._reason)
+
+    def _end(self, reason: EndedReason) -> list[Action]:
+        self.phase = Phase.ENDED
+        finals = self._policy.finals_emitted if self._policy else 0
+        self._send(Ended(reason, samples_to_seconds(self._received_samples), finals))
+        return [Close()]
