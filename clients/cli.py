@@ -36,7 +36,14 @@ from patchstream.clients.subtitles import cues_from_finals, to_srt, to_webvtt
 from patchstream.clients.terminal import TerminalRenderer
 # The server's launcher face (no engine is imported until one is built): `serve` and the
 # in-process server of `caption`/`demo` are the only reasons a client reaches the server.
-from patchstream.streaming.app import ENGINE_NAMES, EngineChoice, EngineError, LimitsConfig, ServerConfig
+from patchstream.streaming.app import (
+    BUNDLED_MODELS,
+    ENGINE_NAMES,
+    EngineChoice,
+    EngineError,
+    LimitsConfig,
+    ServerConfig,
+)
 from patchstream.streaming.app import run as run_server
 from patchstream.streaming.app import run_until_complete, serve_in_process
 from patchstream.streaming.protocol import NATIVE_STREAM_PATH
@@ -125,8 +132,14 @@ def _add_engine_arguments(parser: argparse.ArgumentParser, default: str | None) 
         "--engine", choices=ENGINE_NAMES, default=default,
         help=f"engine of the server (default {default or DEFAULT_ENGINE})",
     )
-    parser.add_argument(
-        "--model-path", metavar="DIR", help="local model directory (default: the bundled one)"
+    # A bundled model or a directory, not both: the engine gets one of them as `model_path`.
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument(
+        "--model", choices=tuple(BUNDLED_MODELS), metavar="NAME",
+        help="bundled Whisper model: " + "; ".join(f"{name} ({summary})" for name, summary in BUNDLED_MODELS.items()),
+    )
+    model.add_argument(
+        "--model-path", metavar="DIR", help="local CTranslate2 model directory (default: a bundled --model)"
     )
 
 
@@ -141,15 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `patchstream` console script and `python -m patchstream.clients`."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "caption" and args.url and (args.engine or args.model_path):
+    if args.command == "caption" and args.url and (args.engine or args.model or args.model_path):
         parser.error(
-            "--engine and --model-path pick the in-process server's engine; drop them with --url"
+            "--engine, --model and --model-path pick the in-process server's engine; drop them with --url"
         )
     return args.handler(args)
 
 
 def _engine_choice(args: argparse.Namespace) -> EngineChoice:
-    return EngineChoice(name=args.engine or DEFAULT_ENGINE, model_path=args.model_path)
+    return EngineChoice(name=args.engine or DEFAULT_ENGINE, model_path=args.model_path or args.model)
 
 
 def _caption_command(args: argparse.Namespace) -> int:

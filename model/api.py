@@ -221,5 +221,5 @@ class EngineChoice:
     """How a server picks and builds its engine (from CLI flags)."""
 
     name: str = "whisper"  # a name in `model.engines.ENGINES`
-    model_path: str | None = None  # local weights directory; None means the bundled default
+    model_path: str | None = None  # local weights directory or a bundled model's name ("base"); None = the default
     options: dict = field(default_factory=dict)  # engine-specific knobs (threads, beam size, ...)

@@ -2,7 +2,8 @@
 
 It is: the one place that maps engine names to modules, importing each lazily so that choosing
 the fake engine never loads faster-whisper (and the server's tests never need a model).
-It is not: a plugin system; adding an engine means adding a line here.
+It also names the bundled models (`BUNDLED_MODELS`, from the torch-free `model.whisper_models`)
+that `--model` offers. It is not: a plugin system; adding an engine means adding a line here.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib
 
 from patchstream.model.api import Engine, EngineChoice, EngineError
+from patchstream.model.whisper_models import MODELS as BUNDLED_MODELS  # name → summary; stdlib only
 
 # name → (module, factory); the factory takes the EngineChoice.
 ENGINES = {

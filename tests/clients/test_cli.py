@@ -22,7 +22,7 @@ import pytest
 from websockets.asyncio.server import serve
 
 from patchstream.clients import speech, stream_client
-from patchstream.clients.cli import CaptionJob, build_parser, caption, main
+from patchstream.clients.cli import CaptionJob, _engine_choice, build_parser, caption, main
 from patchstream.clients.stream_client import (
     FRAME_BYTES,
     ConnectionLost,
@@ -110,6 +110,19 @@ def test_serve_arguments_map_to_limits():
     ])
     assert (args.host, args.port, args.engine, args.model_path) == ("0.0.0.0", 9000, "fake", "/m")
     assert (args.max_sessions, args.max_backlog_s, args.log_level) == (3, 12.5, "debug")
+
+
+@pytest.mark.parametrize("command", [["serve"], ["caption", "a.wav"], ["demo"]])
+def test_the_model_option_reaches_the_engine_choice(command):
+    choice = _engine_choice(build_parser().parse_args([*command, "--model", "base"]))
+    assert (choice.name, choice.model_path) == ("whisper", "base")
+    assert _engine_choice(build_parser().parse_args(command)).model_path is None  # tiny.en
+
+
+def test_model_and_model_path_are_exclusive_and_names_are_checked():
+    for argv in (["serve", "--model", "base", "--model-path", "/m"], ["serve", "--model", "large"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(argv)
 
 
 def test_demo_arguments_default_to_whisper_and_reject_zero_sentences():
