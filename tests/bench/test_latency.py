@@ -11,7 +11,7 @@ from patchstream.bench.latency import OfflineResult, captions_report, lag_trend,
 from patchstream.bench.transcript_metrics import word_errors
 from patchstream.bench.speech_set import SpeechFile
 from patchstream.clients.stream_client import ReceivedEvent
-from patchstream.streaming.events import ParsedEvent
+from patchstream.streaming.protocol import ParsedEvent
 
 
 def speech_file(name: str = "a.wav", duration_s: float = 3.0) -> SpeechFile:

@@ -93,6 +93,14 @@ def test_a_repeat_longer_than_the_reference_says_counts():
     assert repeated_phrases(words("montreal forced aligner montreal forced aligner montreal forced aligner"), reference) == 1
 
 
+def test_a_phrase_the_speaker_said_twice_and_was_misheard_twice_does_not_count():
+    reference = words("you know montreal forced aligner montreal forced aligner i hardly know her")
+    hypothesis = words("you know montreal forced liner montreal forced liner i hardly know her")
+    assert repeated_phrases(hypothesis, reference) == 0
+    thrice = words("you know montreal forced liner montreal forced liner montreal forced liner i hardly know her")
+    assert repeated_phrases(thrice, reference) == 1
+
+
 def test_each_maximal_repeat_counts_once():
     # Three copies are one stutter, seen at period 3 (and its multiples) over one stretch.
     assert repeated_phrases(words("x a b c a b c a b c a b c y"), words("x a b c y")) == 1

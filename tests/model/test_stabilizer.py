@@ -173,3 +173,15 @@ def test_a_pause_keeps_the_last_partial_when_the_final_decode_hears_nothing_new(
     assert [w.text for w in result.committed] == ["end", "of", "day?"]
     assert result.segment_end
     assert s.update([], 2.0, pause=True).committed == ()  # and only once
+
+
+def test_final_and_partial_words_lie_on_one_forward_timeline():
+    # The aligner gave "and" no frames and started "maybe" before it ended.
+    stabilizer = Stabilizer()
+    words = [Word("cheese,", 4.38, 4.64), Word("and", 5.22, 5.22), Word("maybe", 5.16, 5.34), Word("a", 5.34, 5.58)]
+    result = stabilizer.update(words, audio_end=6.0, pause=True)
+    times = [(w.start, w.end) for w in result.committed]
+    assert all(end - start >= 0.02 - 1e-9 for start, end in times)
+    assert all(before[1] <= after[0] + 1e-9 for before, after in zip(times, times[1:]))
+    later = stabilizer.update([Word("snack", 5.9, 5.9), Word("for", 5.95, 6.4)], audio_end=6.5)
+    assert all(w.start >= stabilizer.committed_end for w in later.tentative)
