@@ -1,16 +1,17 @@
-"""Deterministic A/B of Whisper engine settings: WER and commit latency in audio time.
+"""Deterministic A/B of Whisper engine settings: WER, repeats and commit latency in audio time.
 
-    python -m patchstream.bench.engine_probe                  # the defaults
-    python -m patchstream.bench.engine_probe edge_s=0.3       # any WhisperEngineConfig / StabilizerConfig knob
-    python -m patchstream.bench.engine_probe --voices en-us:165,en:160,en-us-nyc:180   # 3× the speech
+    python -m patchstream.bench.engine_probe                    # the real speech set, the defaults
+    python -m patchstream.bench.engine_probe edge_s=0.3         # any WhisperEngineConfig / StabilizerConfig knob
+    python -m patchstream.bench.engine_probe --condition noisy  # part of the set (also --only, --files)
+    python -m patchstream.bench.engine_probe --voices en-us:165,en:160,en-us-nyc:180   # eSpeak NG instead
 
-It is: the 30-sentence corpus, per voice three 10-sentence eSpeak NG files, fed to the engine in
-steps of `min_step_samples`, as the server's scheduler would with an idle model thread; latency is
-the audio position of the step that committed a word minus the word's end, so results do not
-depend on machine load and two settings can be compared exactly. The same model's offline
-whole-file WER is printed beside it. One voice is ~340 words, where one word is 0.003 WER: compare
-settings on several voices before believing a difference of a few words. It is not: the end-to-end
-benchmark (`patchstream.bench.latency` measures at the client, with compute time, through the server).
+It is: each file fed to the engine in steps of `min_step_samples`, as the server's scheduler would
+with an idle model thread, with no server and no clock: latency is the audio position of the step
+that committed a word minus the word's end (`align.json` for the speech set, eSpeak's word events
+for synthetic speech), so two settings are compared exactly and machine load changes nothing but
+the engine-time column. The same model's offline whole-file WER is printed beside it, per
+condition and overall. It is not: the end-to-end benchmark (`patchstream.bench.latency` measures
+at the client, with compute time, through the server).
 """
 
 from __future__ import annotations
@@ -18,17 +19,28 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 
-import jiwer
-import numpy as np
 
+from patchstream.bench import speech_set
+from patchstream.bench.speech_set import SpeechFile
+from patchstream.bench.transcript_metrics import (
+    NO_ERRORS,
+    Sighting,
+    WordErrors,
+    normalize_words,
+    percentile,
+    repeated_phrases,
+    timed_reference,
+    word_errors,
+    word_latencies,
+)
 from patchstream.clients import speech
 from patchstream.model.api import AudioChunk, SessionOptions, samples_to_seconds
-from patchstream.model.stabilizer import normalize_word
 from patchstream.model.whisper_engine import WhisperEngine, WhisperEngineConfig
 
-FILES, SENTENCES = 3, 10
-MATCH_SLACK_S = 0.3  # a committed word is a reference word if its centre is this close to it
+CHUNK = 640  # samples per 40 ms chunk, as the server's chunker cuts them
+SYNTHETIC_FILES, SYNTHETIC_SENTENCES = 3, 10  # per eSpeak voice
 
 
 def parse_knobs(items: list[str]) -> dict:
@@ -48,62 +60,99 @@ def parse_voices(text: str) -> list[speech.VoiceConfig]:
     return voices
 
 
-def stream_file(engine: WhisperEngine, script: speech.Speech) -> tuple[list, list[float], float]:
-    """Committed words of one file streamed step by step, each matched word's latency, and the
-    seconds the engine spent."""
+@dataclass(frozen=True)
+class ProbeResult:
+    """One file through the engine."""
+
+    file: SpeechFile
+    errors: WordErrors  # against the reference
+    offline: WordErrors | None  # the same model decoding the whole file, if asked for
+    repeats: int  # repeated phrases the reference does not have
+    latencies: tuple[float, ...]  # commit step's audio end − word end, per correctly committed word
+    engine_s: float  # wall seconds the engine spent (the only timing, machine-dependent)
+
+
+def stream_file(engine: WhisperEngine, file: SpeechFile, with_offline: bool) -> ProbeResult:
+    """Feed one file in `min_step_samples` steps, finish, and score what was committed."""
+    samples = speech_set.read_samples(file.path)
     step = engine.spec.min_step_samples
     state = engine.open(SessionOptions())
-    committed = []  # (word, audio seconds when committed)
+    committed: list[tuple[str, float]] = []  # (text, audio seconds when committed)
+    sightings: list[Sighting] = []
     started = time.perf_counter()
-    for position in range(0, len(script.samples) // 640 * 640, step):
-        engine.feed(state, AudioChunk(script.samples[position : position + step], position))
-        heard = samples_to_seconds(position + step)
-        committed += [(word, heard) for word in engine.step([state])[0].captions.committed]
-    committed += [(word, script.duration) for word in engine.finish(state).captions.committed]
-    spent = time.perf_counter() - started
+    usable = len(samples) // CHUNK * CHUNK
+    for position in range(0, usable, step):
+        engine.feed(state, AudioChunk(samples[position : min(position + step, usable)], position))
+        heard = samples_to_seconds(min(position + step, usable))
+        for word in engine.step([state])[0].captions.committed:
+            committed.append((word.text, heard))
+            sightings += [Sighting(heard, text, word.start, word.end, True) for text in normalize_words(word.text)]
+    for word in engine.finish(state).captions.committed:
+        committed.append((word.text, file.duration_s))
+        sightings += [Sighting(file.duration_s, text, word.start, word.end, True) for text in normalize_words(word.text)]
+    engine_s = time.perf_counter() - started
     engine.close(state)
-    latencies = []
-    for ref in script.words:
-        times = [
-            heard
-            for word, heard in committed
-            if normalize_word(word.text) == normalize_word(ref.text)
-            and ref.start - MATCH_SLACK_S <= (word.start + word.end) / 2 <= ref.end + MATCH_SLACK_S
-        ]
-        if times:
-            latencies.append(min(times) - ref.end)
-    return [word for word, _ in committed], latencies, spent
+    reference = normalize_words(file.reference)
+    hypothesis = normalize_words(" ".join(text for text, _ in committed))
+    offline = None
+    if with_offline:
+        whole = engine.transcribe_offline(samples)
+        offline = word_errors(reference, normalize_words(" ".join(w.text for w in whole)))
+    latencies = word_latencies(timed_reference(file.words, file.ends), hypothesis, sightings).final
+    return ProbeResult(file, word_errors(reference, hypothesis), offline, repeated_phrases(hypothesis, reference),
+                       latencies, engine_s)
+
+
+def summary_row(label: str, results: list[ProbeResult]) -> str:
+    errors = sum((r.errors for r in results), start=NO_ERRORS)
+    offline = [r.offline for r in results if r.offline is not None]
+    offline_wer = f"{sum(offline, start=NO_ERRORS).wer:.3f}" if offline else "-"
+    latencies = [x for r in results for x in r.latencies]
+    audio_s = sum(r.file.duration_s for r in results)
+    cells = [
+        label, str(len(results)), f"{audio_s:.0f}", f"{errors.wer:.3f}", offline_wer,
+        str(errors.insertions), str(errors.deletions), str(errors.substitutions), str(sum(r.repeats for r in results)),
+        f"{percentile(latencies, 50):.2f}", f"{percentile(latencies, 95):.2f}",
+        f"{sum(r.engine_s for r in results) / audio_s:.2f}",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+HEADER = (
+    "| files | n | audio s | WER | offline WER | ins | del | sub | rep | commit p50 | commit p95 | engine s / audio s |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def choose_files(args: argparse.Namespace) -> list[SpeechFile]:
+    if args.voices:
+        return [f for voice in parse_voices(args.voices)
+                for f in speech_set.synthetic_set(SYNTHETIC_FILES, SYNTHETIC_SENTENCES, voice)]
+    return speech_set.select(speech_set.load_speech_set(args.speech_dir), args.files, args.only, args.condition)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m patchstream.bench.engine_probe", description=__doc__.split("\n\n")[0])
     parser.add_argument("knobs", nargs="*", help="engine or stabilizer settings as NAME=VALUE")
-    parser.add_argument("--voices", default="en-us:165", help="eSpeak voice:words-per-minute list")
+    parser.add_argument("--speech-dir", default=None, help="a directory laid out like the speech set")
+    parser.add_argument("--files", type=int, default=None, help="only the first N files")
+    parser.add_argument("--only", metavar="PATTERN", help="only files whose name matches this glob or contains it")
+    parser.add_argument("--condition", help="only files of this condition")
+    parser.add_argument("--voices", help="eSpeak NG voice:words-per-minute list instead of the speech set")
     parser.add_argument("--no-offline", action="store_true", help="skip the offline baseline")
+    parser.add_argument("--per-file", action="store_true", help="a row per file too")
     args = parser.parse_args(argv)
     knobs = parse_knobs(args.knobs)
     engine = WhisperEngine(WhisperEngineConfig.from_options(None, knobs))
-    references, hypotheses, offline, latencies = [], [], [], []
-    audio_s = spent_s = 0.0
-    for voice in parse_voices(args.voices):
-        for index in range(FILES):
-            script = speech.corpus_script(count=SENTENCES, first=SENTENCES * index, config=voice)
-            words, timed, spent = stream_file(engine, script)
-            latencies += timed
-            audio_s += script.duration
-            spent_s += spent
-            references.append(speech.normalize_text(script.text))
-            hypotheses.append(speech.normalize_text(" ".join(word.text for word in words)))
-            if not args.no_offline:
-                whole = engine.transcribe_offline(script.samples)
-                offline.append(speech.normalize_text(" ".join(word.text for word in whole)))
-    wer = jiwer.wer(references, hypotheses)
-    baseline = f", offline WER {jiwer.wer(references, offline):.3f}" if offline else ""
-    print(
-        f"{knobs or 'defaults'} on {args.voices}: WER {wer:.3f}{baseline}, commit latency in audio time "
-        f"p50 {np.percentile(latencies, 50):.2f} s, p95 {np.percentile(latencies, 95):.2f} s ({len(latencies)} words), "
-        f"engine time per audio second {spent_s / audio_s:.2f} (every step run; timing, not deterministic)"
-    )
+    results = [stream_file(engine, f, not args.no_offline) for f in choose_files(args)]
+    print(f"# engine {engine.spec.name}, knobs {knobs or 'defaults'}; commit latency in audio time, seconds")
+    print(HEADER)
+    if args.per_file:
+        for result in results:
+            print(summary_row(result.file.name.removesuffix(".wav"), [result]))
+    for condition in dict.fromkeys(r.file.condition for r in results):
+        print(summary_row(condition, [r for r in results if r.file.condition == condition]))
+    print(summary_row("all", results))
     print("command: python -m patchstream.bench.engine_probe " + " ".join(argv if argv is not None else sys.argv[1:]))
     return 0
 

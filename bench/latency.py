@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -55,8 +54,7 @@ from patchstream.bench.transcript_metrics import (
     word_errors,
     word_latencies,
 )
-from patchstream.clients.speech import corpus_script
-from patchstream.clients.stream_client import ReceivedEvent, StreamOptions, stream_file, write_wav
+from patchstream.clients.stream_client import ReceivedEvent, StreamOptions, stream_file
 from patchstream.model.api import Engine, EngineChoice
 from patchstream.model.engines import build_engine
 from patchstream.streaming.config import ServerConfig
@@ -276,22 +274,6 @@ def marked_repeats(words: list[str], reference: list[str]) -> str:
     return " ".join(words)
 
 
-def synthetic_set(count: int, sentences: int) -> list[SpeechFile]:
-    """`count` eSpeak NG files of `sentences` corpus sentences each, in a fresh temporary folder."""
-    workdir = Path(tempfile.mkdtemp(prefix="patchstream-bench-"))
-    files = []
-    for index in range(count):
-        speech = corpus_script(sentences, first=index * sentences)
-        path = workdir / f"speech{index}.wav"
-        write_wav(path, speech.samples)
-        timed = [(text, w.end) for w in speech.words for text in normalize_words(w.text)]
-        files.append(SpeechFile(
-            name=path.name, path=path, condition="synthetic", duration_s=speech.duration,
-            reference=speech.text, words=tuple(t for t, _ in timed), ends=tuple(e for _, e in timed),
-        ))
-    return files
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m patchstream.bench.latency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--speech-dir", type=Path, default=None,
@@ -324,7 +306,7 @@ def choose_files(args: argparse.Namespace, concurrency: int) -> Selection:
     if args.synthetic:
         # Enough files for every concurrent stream to speak its own; the serial runs take the first.
         count = args.files or SYNTHETIC_FILES
-        files = synthetic_set(max(count, concurrency), args.sentences)
+        files = speech_set.synthetic_set(max(count, concurrency), args.sentences)
         return Selection(files[:count], files, f"eSpeak NG speech in {files[0].path.parent}")
     files = speech_set.select(speech_set.load_speech_set(args.speech_dir), args.files, args.only, args.condition)
     return Selection(files, files, f"real speech from {args.speech_dir or speech_set.default_speech_dir()}")

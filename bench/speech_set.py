@@ -3,8 +3,8 @@
 It is: a loader for a directory laid out like `../shared/speech` beside the repository (see its
 README.md): 16 kHz mono 16-bit WAV files, `manifest.tsv` (file, duration_s, condition, reference,
 ...) and `align.json` ({file: {"duration", "words", "ends"}}), returning one frozen `SpeechFile`
-per manifest row; a selector for quick looks (`--files`, `--only`, `--condition`); and a WAV
-reader for the offline baseline.
+per manifest row; a selector for quick looks (`--files`, `--only`, `--condition`); a WAV
+reader; and `synthetic_set`, eSpeak NG speech laid out the same way, as a secondary check.
 
 It is not: a copy of the data. The set must never be packaged or committed (its README says so),
 so nothing here bundles, downloads or caches it; a missing directory is an error that says where
@@ -16,11 +16,16 @@ from __future__ import annotations
 import csv
 import fnmatch
 import json
+import tempfile
 import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from patchstream.bench.transcript_metrics import normalize_words
+from patchstream.clients.speech import VoiceConfig, corpus_script
+from patchstream.clients.stream_client import write_wav
 
 SAMPLE_RATE = 16_000  # Hz; what the set ships and the engines consume
 SAMPLE_WIDTH = 2  # bytes per sample: 16-bit PCM
@@ -110,3 +115,20 @@ def read_samples(path: Path) -> np.ndarray:
             raise SpeechSetError(f"{path}: rate/channels/bytes {layout}, expected {(SAMPLE_RATE, 1, SAMPLE_WIDTH)}")
         pcm = wav.readframes(wav.getnframes())
     return np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0
+
+
+def synthetic_set(count: int, sentences: int, voice: VoiceConfig = VoiceConfig()) -> list[SpeechFile]:
+    """`count` eSpeak NG files of `sentences` corpus sentences each, in a fresh temporary folder,
+    laid out as speech-set files (word ends from eSpeak's word events)."""
+    workdir = Path(tempfile.mkdtemp(prefix="patchstream-bench-"))
+    files = []
+    for index in range(count):
+        speech = corpus_script(sentences, first=index * sentences, config=voice)
+        path = workdir / f"speech{index}.wav"
+        write_wav(path, speech.samples)
+        timed = [(text, w.end) for w in speech.words for text in normalize_words(w.text)]
+        files.append(SpeechFile(
+            name=path.name, path=path, condition="synthetic", duration_s=speech.duration,
+            reference=speech.text, words=tuple(t for t, _ in timed), ends=tuple(e for _, e in timed),
+        ))
+    return files

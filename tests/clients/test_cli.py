@@ -381,3 +381,21 @@ def test_caption_json_fast_end_to_end_with_the_fake_engine(speech_wav, tmp_path,
     assert timings and all(VTT_TIMING.match(line) for line in timings)
     assert len(timings) >= len([f for f in finals if f["text"].strip()])
     assert srt.read_text(encoding="utf-8").startswith("1\n")
+
+
+def test_the_language_option_reaches_the_caption_job(monkeypatch):
+    jobs = []
+
+    async def fake_caption(job):
+        return 0
+
+    def run_now(make):
+        coroutine = make()
+        coroutine.close()  # the job was captured when the coroutine was made
+        return 0
+
+    monkeypatch.setattr("patchstream.clients.cli.caption", lambda job: jobs.append(job) or fake_caption(job))
+    monkeypatch.setattr("patchstream.clients.cli.run_async", run_now)
+    assert main(["caption", "talk.wav", "--language", "de", "--model", "base"]) == 0
+    assert (jobs[0].language, jobs[0].engine.model_path) == ("de", "base")
+    assert build_parser().parse_args(["caption", "a.wav"]).language == "en"

@@ -123,3 +123,28 @@ def test_random_pauses_and_step_jitter_never_commit_anything_twice(engine, speec
     assert word_errors(reference, hypothesis).insertions <= 1, hypothesis
     for before, after in zip(committed, committed[1:]):
         assert before.end <= after.start + 1e-9
+
+
+def test_the_multilingual_base_model_takes_any_language_it_knows(speech_set):
+    from patchstream.model.api import EngineError
+
+    try:
+        base = build_engine(EngineChoice("whisper", model_path="base"))
+    except EngineError as error:  # the whisper-base extra is not installed
+        pytest.skip(str(error))
+    assert "de" in base.languages() and base.spec.name.startswith("whisper-base")
+    base.close(base.open(SessionOptions(language="de-DE")))
+    with pytest.raises(EngineError, match="no language"):
+        base.open(SessionOptions(language="xx"))
+    file = speech_set["ls_2412-153948-0000.wav"]
+    committed, _ = stream(base, read_samples(file.path), [base.spec.min_step_samples // CHUNK])
+    reference = normalize_words(file.reference)
+    hypothesis = normalize_words(" ".join(w.text for w in committed))
+    assert word_errors(reference, hypothesis).wer <= 0.15, hypothesis
+
+
+def test_the_english_only_model_refuses_other_languages_clearly(engine):
+    from patchstream.model.api import EngineError
+
+    with pytest.raises(EngineError, match="English only.*--model base"):
+        engine.open(SessionOptions(language="fr"))
