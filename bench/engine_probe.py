@@ -139,11 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", metavar="PATTERN", help="only files whose name matches this glob or contains it")
     parser.add_argument("--condition", help="only files of this condition")
     parser.add_argument("--voices", help="eSpeak NG voice:words-per-minute list instead of the speech set")
+    parser.add_argument("--model-path", default=None, help="a bundled model name (tiny.en, base) or a CTranslate2 directory")
     parser.add_argument("--no-offline", action="store_true", help="skip the offline baseline")
     parser.add_argument("--per-file", action="store_true", help="a row per file too")
     args = parser.parse_args(argv)
     knobs = parse_knobs(args.knobs)
-    engine = WhisperEngine(WhisperEngineConfig.from_options(None, knobs))
+    engine = WhisperEngine(WhisperEngineConfig.from_options(args.model_path, knobs))
     results = [stream_file(engine, f, not args.no_offline) for f in choose_files(args)]
     print(f"# engine {engine.spec.name}, knobs {knobs or 'defaults'}; commit latency in audio time, seconds")
     print(HEADER)

@@ -135,8 +135,12 @@ async def stream_one(url: str, file: SpeechFile) -> list[ReceivedEvent]:
     return events
 
 
-def log(result: FileResult) -> None:
-    print(f"  {result.file.name}: WER {result.errors.wer:.3f}, {result.repeats} repeats", file=sys.stderr, flush=True)
+def log(result: FileResult, label: str = "") -> None:
+    """Progress on stderr; a file with repeated phrases shows its captions with them marked."""
+    print(f"  {label}{result.file.name}: WER {result.errors.wer:.3f}, {result.repeats} repeats", file=sys.stderr, flush=True)
+    if result.repeats:
+        marked = marked_repeats(normalize_words(result.text), normalize_words(result.file.reference))
+        print(f"    {marked}", file=sys.stderr, flush=True)
 
 
 async def stream_serially(server: Server, files: Sequence[SpeechFile]) -> list[FileResult]:
@@ -153,10 +157,14 @@ async def stream_serially(server: Server, files: Sequence[SpeechFile]) -> list[F
 async def stream_concurrently(server: Server, streams: Sequence[Sequence[SpeechFile]]) -> list[list[FileResult]]:
     """All streams at once; each streams its files one after another, each file its own session."""
 
-    async def one_stream(files: Sequence[SpeechFile]) -> list[FileResult]:
-        return [measure(file, await stream_one(server.url, file), None) for file in files]
+    async def one_stream(index: int, files: Sequence[SpeechFile]) -> list[FileResult]:
+        results = []
+        for file in files:
+            results.append(measure(file, await stream_one(server.url, file), None))
+            log(results[-1], f"stream {index}: ")
+        return results
 
-    return list(await asyncio.gather(*(one_stream(files) for files in streams)))
+    return list(await asyncio.gather(*(one_stream(i, files) for i, files in enumerate(streams))))
 
 
 async def on_server(engine: Engine, work: Callable[[Server], Awaitable[T]]) -> tuple[T, ServerRun]:
@@ -286,6 +294,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=4, help="streams in the concurrent run (0 skips it)")
     parser.add_argument("--skip-concurrent", action="store_true", help="skip the concurrent run")
     parser.add_argument("--skip-naive", action="store_true", help="skip the naive baseline")
+    parser.add_argument("--skip-serial", action="store_true",
+                        help="skip the one-stream run (and the offline baseline and naive run with it)")
     parser.add_argument("--show-text", action="store_true", help="print each file's final captions")
     parser.add_argument("--model-path", help="a CTranslate2 Whisper directory (default: the bundled tiny.en)")
     parser.add_argument("knobs", nargs="*", help="whisper engine settings as NAME=VALUE (see patchstream.bench.engine_probe)")
@@ -328,6 +338,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {len(files)} files ({counts}), {sum(f.duration_s for f in files):.0f} s of {chosen.source}", flush=True)
 
     engine = build_engine(EngineChoice("whisper", model_path=args.model_path, options=parse_knobs(args.knobs)))
+    if not args.skip_serial:
+        serial_runs(args, engine, files)
+    if concurrency > 0:
+        streams = split_streams(chosen.concurrent, concurrency)
+        print(f"{concurrency} concurrent streams:", file=sys.stderr, flush=True)
+        results, run = asyncio.run(on_server(engine, lambda server: stream_concurrently(server, streams)))
+        print("\n" + concurrent_report(results, run), flush=True)
+
+    reference_times = "eSpeak NG word events" if args.synthetic else "align.json"
+    print(f"\nlatency = client receive time − the word's end in the audio ({reference_times}); seconds. "
+          "rep = repeated phrases (3+ words twice in a row, not so in the reference)")
+    print("command: python -m patchstream.bench.latency " + " ".join(argv if argv is not None else sys.argv[1:]))
+    return 0
+
+
+def serial_runs(args: argparse.Namespace, engine: Engine, files: Sequence[SpeechFile]) -> None:
+    """The offline baseline, one real-time stream, and the naive baseline; prints their report."""
     baseline = {f.name: offline(engine, f) for f in files}
     print("streaming, one file after another:", file=sys.stderr, flush=True)
     streaming, _ = asyncio.run(on_server(engine, lambda server: stream_serially(server, files)))
@@ -341,18 +368,6 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + serial_report(streaming, baseline, naive), flush=True)
     if args.show_text:
         print("\n" + captions_report(streaming, baseline), flush=True)
-
-    if concurrency > 0:
-        streams = split_streams(chosen.concurrent, concurrency)
-        print(f"{concurrency} concurrent streams:", file=sys.stderr, flush=True)
-        results, run = asyncio.run(on_server(engine, lambda server: stream_concurrently(server, streams)))
-        print("\n" + concurrent_report(results, run), flush=True)
-
-    reference_times = "eSpeak NG word events" if args.synthetic else "align.json"
-    print(f"\nlatency = client receive time − the word's end in the audio ({reference_times}); seconds. "
-          "rep = repeated phrases (3+ words twice in a row, not so in the reference)")
-    print("command: python -m patchstream.bench.latency " + " ".join(argv if argv is not None else sys.argv[1:]))
-    return 0
 
 
 if __name__ == "__main__":

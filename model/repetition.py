@@ -5,9 +5,10 @@ It is: two rules applied to one decode's aligned words before anything is commit
 - **Text past the audio.** A small Whisper given a short stretch of speech followed by silence
   often says it again ("Please call Stella. Please call Stella."), or keeps going in a loop. The
   word alignment then finds no audio for the extra words: they get zero length, or a run of them
-  shares a few frames. So from the first zero-length word on, if the words from there to the end
-  average less than `min_seconds_per_word` of audio each, they are dropped. A zero-length word
-  followed by words with real audio is a misalignment of a real word and is kept.
+  shares a few frames. So the decode is cut at a word shorter than `min_seconds_per_word` that
+  starts `dense_run` words sharing less than that much audio each, and at a zero-length word
+  when the words from it to the end average less than that. A zero-length word followed by words with real
+  audio is a misalignment of a real word and is kept.
 - **Loops.** Whisper's own test for a degenerate decode is a gzip compression ratio above 2.4.
   When the text fails it, it is cut at the third consecutive copy of its repeating n-gram, so a
   speaker's "five five" survives and a decoder's "five five five five ..." does not.
@@ -30,6 +31,7 @@ class RepetitionConfig:
     """Knobs of the two guards."""
 
     min_seconds_per_word: float = 0.08  # real speech runs at most ~6 words/s even when fast
+    dense_run: int = 4  # this many words in a row that short are never speech
     max_compression_ratio: float = 2.4  # Whisper's threshold for a repetitive decode
     max_ngram: int = 4  # longest repeating unit the loop cutter looks for
     kept_copies: int = 2  # a loop keeps this many consecutive copies of its unit
@@ -41,12 +43,15 @@ def audio_backed(words: list[Word], config: RepetitionConfig = RepetitionConfig(
 
 
 def drop_text_past_audio(words: list[Word], config: RepetitionConfig = RepetitionConfig()) -> list[Word]:
-    """Cut at the first zero-length word whose suffix has too little audio per word."""
+    """Cut at the first run of words that has too little audio per word (see the module doc)."""
+    shortest = config.min_seconds_per_word
     for i, word in enumerate(words):
-        if word.end > word.start:
-            continue
-        span = words[-1].end - word.start
-        if span < config.min_seconds_per_word * (len(words) - i):
+        if word.end - word.start >= shortest:
+            continue  # a run of text without audio starts with a word without audio
+        run = words[i : i + config.dense_run]
+        if len(run) == config.dense_run and run[-1].end - word.start < shortest * len(run):
+            return words[:i]
+        if word.end <= word.start and words[-1].end - word.start < shortest * (len(words) - i):
             return words[:i]
     return words
 

@@ -62,3 +62,17 @@ def test_plain_speech_passes_untouched():
     decoded = words(("The", 0.0, 0.2), ("morning", 0.2, 0.6), ("train", 0.6, 0.9), ("was", 0.9, 1.0))
     assert audio_backed(decoded) == decoded
     assert audio_backed([]) == []
+
+
+def test_a_loop_squeezed_into_a_few_frames_is_cut_even_when_long_words_follow_it():
+    # Greedy tiny.en on a disfluent speaker: a loop packed into 0.2 s, then fillers the aligner
+    # stretched over seconds, so the words to the end average plenty of audio each.
+    decoded = words(("word", 23.5, 23.7), ("Montreal", 23.7, 23.7), ("forced", 23.7, 23.72),
+                    ("word", 23.72, 23.72), ("word", 23.72, 23.74), ("Montreal", 23.74, 23.8),
+                    ("uh", 28.83, 29.97), ("um", 29.97, 32.65))
+    assert texts(drop_text_past_audio(decoded)) == ["word"]
+
+
+def test_fast_real_speech_is_not_mistaken_for_a_dense_run():
+    decoded = words(("and", 0.0, 0.1), ("it", 0.1, 0.18), ("is", 0.18, 0.3), ("a", 0.3, 0.36), ("cat", 0.36, 0.7))
+    assert drop_text_past_audio(decoded) == decoded

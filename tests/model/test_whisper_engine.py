@@ -68,7 +68,7 @@ def test_spec_asks_for_batched_sub_second_steps(engine):
 
 
 def test_beam_width_is_an_engine_option():
-    assert WhisperEngineConfig.from_options(None, {"beam_size": 1}).beam_size == 1
+    assert WhisperEngineConfig.from_options(None, {"beam_size": 2}).beam_size == 2
     assert WhisperEngineConfig().beam_size >= 1
 
 
