@@ -4,13 +4,13 @@ What this is: `forward_rows` runs one forward for B sessions, each appending its
 chunk, a prompt suffix, or one decoded token) at its own position. Rows are padded to the longest; every row
 writes only its real tokens into its own caches (`RowCaches`), reads its own keys back, and the keys of all rows
 are padded into one (B, KV, S, D) tensor with position -1 in the holes, so the per-row masks of `RaggedContext`
-hide them. `generate_rows` decodes greedy tokens for many sessions together; rows leave the batch as they stop.
-A row's tokens equal the same session run alone (`gemma4_stream.prefill` / `generate`).
+hide them. `generate_rows` decodes greedy tokens for many sessions together, writing them into their caches.
+`generate_detached` gives the same tokens for an answer that will be rolled back anyway: it gathers the rows'
+keys once into a static buffer and decodes there with `detached_decode_step`, the fixed-shape step to compile
+and CUDA-graph. A row's tokens equal the same session run alone (`gemma4_stream.prefill` / `generate`).
 
-What this is not: paged attention. Each call gathers the rows' keys into one padded tensor (a copy of the live
-KV per step); on a GPU the next step is a paged kernel (flash-attn varlen / FlashInfer) over the same caches.
-The gathered step has data-dependent shapes, so it is not the CUDA-graphed path (`gemma4_stream.decode_step` on
-`static=True` caches is).
+What this is not: paged attention. `forward_rows` gathers the rows' keys per call (a copy of the live KV); on a
+GPU the next step is a paged kernel (flash-attn varlen / FlashInfer) over one pool of caches.
 """
 
 from __future__ import annotations
@@ -148,4 +148,83 @@ def generate_rows(model: Gemma4Unified, states: Sequence[StreamState], logits: t
         ids = torch.tensor([[tokens[j]] for j in keep], device=logits.device)
         embeds = model.decoder.embed(ids)  # (b, 1, d)
         logits = forward_rows(model, [states[r] for r in live], list(embeds), [None] * len(live))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Detached decode: a static-shape copy of the rows' caches for an answer that will be rolled back anyway
+# ----------------------------------------------------------------------------------------------------
+
+DECODE_BUCKET = 256  # gathered key lengths round up to this: few distinct shapes for compiled / CUDA-graphed steps
+
+
+def gather_rows(caches: Sequence, room: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """One layer's stored keys of B rows -> k, v (B, KV, S + room, D), positions (B, S + room), S: the rows'
+    keys padded (position -1) to a multiple of `DECODE_BUCKET`, then `room` empty slots for decoded tokens."""
+    rows = [cache.stored() for cache in caches]
+    S = -(-max(k.shape[2] for k, _, _ in rows) // DECODE_BUCKET) * DECODE_BUCKET
+    k0 = rows[0][0]
+    k = k0.new_zeros(len(rows), k0.shape[1], S + room, k0.shape[3])
+    v = torch.zeros_like(k)
+    pos = torch.full((len(rows), S + room), -1, dtype=torch.long, device=k0.device)
+    for i, (row_k, row_v, row_pos) in enumerate(rows):
+        n = row_k.shape[2]
+        k[i, :, :n], v[i, :, :n], pos[i, :n] = row_k[0], row_v[0], row_pos
+    return k, v, pos, S
+
+
+class _SlotKV:
+    """A gathered layer as a `KVStore`: every row writes its next token into the same slot (fixed shapes).
+    Sliding-window expiry needs no ring here: the mask reads positions."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, slot: torch.Tensor):
+        self.k, self.v, self.pos, self.slot = k, v, pos, slot
+
+    def update(self, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor):
+        """k, v (B, KV, 1, D), positions (B, 1) -> the whole buffers."""
+        self.k.index_copy_(2, self.slot, k)
+        self.v.index_copy_(2, self.slot, v)
+        self.pos.index_copy_(1, self.slot, positions)
+        return self.k, self.v, self.pos
+
+
+def detached_decode_step(model: Gemma4Unified, keys: list[torch.Tensor], values: list[torch.Tensor],
+                         key_pos: list[torch.Tensor], slots: list[torch.Tensor], token: torch.Tensor,
+                         position: torch.Tensor) -> torch.Tensor:
+    """token (B,), position (B,) -> logits (B, vocab), writing into the gathered buffers at `slots` (one (1,)
+    tensor per layer). Tensor arguments only, no Python state: the function to `torch.compile` (CUDA graphs)."""
+    h = model.decoder.embed(token[:, None])  # (B, 1, d)
+    ctx = RaggedContext(q_pos=position[:, None], q_blk=None, start=position,
+                        sliding_window=model.config.text.sliding_window)
+    layers = [_SlotKV(*layer) for layer in zip(keys, values, key_pos, slots)]
+    return model.decoder.logits(model.forward_embeddings(h, ctx, layers)[:, -1]).float()
+
+
+@torch.no_grad()
+def generate_detached(model: Gemma4Unified, states: Sequence[StreamState], logits: torch.Tensor,
+                      max_new_tokens: int, stop_ids: tuple[int, ...] | None = None,
+                      step=detached_decode_step) -> list[list[int]]:
+    """`generate_rows`' tokens without touching the sessions' caches: all rows decode on a gathered static copy
+    (rows that stopped keep decoding there, their tokens dropped), so the step has one shape per (rows, bucket).
+    `step` may be a compiled `detached_decode_step`. The sessions stay where their prefill left them."""
+    stop = set(model.config.eos_token_ids if stop_ids is None else stop_ids)
+    gathered = [gather_rows([state.caches[i] for state in states], max_new_tokens)
+                for i in range(len(states[0].caches))]
+    keys, values, key_pos = ([g[j] for g in gathered] for j in range(3))
+    slots = [torch.full((1,), g[3], dtype=torch.long, device=logits.device) for g in gathered]
+    position = torch.tensor([state.position for state in states], device=logits.device)
+    out: list[list[int]] = [[] for _ in states]
+    done = [False] * len(states)
+    for t in range(max_new_tokens):
+        token = greedy(suppress(logits, model.config.suppress_token_ids))
+        for row, value in enumerate(token.tolist()):
+            if not done[row]:
+                out[row].append(value)
+                done[row] = value in stop
+        if all(done) or t == max_new_tokens - 1:
+            break
+        logits = step(model, keys, values, key_pos, slots, token, position)
+        position = position + 1
+        for slot in slots:
+            slot += 1
     return out

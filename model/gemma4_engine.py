@@ -17,7 +17,7 @@ What this is: the `model.api.Engine` over `model.gemma4` (docs/gemma4-engine.md 
 
 What this is not: a tokenizer-free engine (a checkpoint directory ships tokenizer.json), a sampler (greedy
 only), or a speculative decoder: the 12B's MTP drafter would propose tokens for `_decode`'s rows to verify in one
-`forward_rows` call (the extension point is `generate_rows`).
+`forward_rows` call (the extension point is `Gemma4Engine._generate`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from patchstream.model.api import (
 )
 from patchstream.model import gemma4_stream as gs
 from patchstream.model.gemma4 import Gemma4Unified
-from patchstream.model.gemma4_batch import forward_rows, generate_rows
+from patchstream.model.gemma4_batch import detached_decode_step, forward_rows, generate_detached
 from patchstream.model.gemma4_pieces import Piece, PieceMaker
 from patchstream.model.gemma4_processing import Gemma4Processor
 
@@ -80,6 +80,7 @@ class Gemma4EngineConfig:
     prefill_chunk_tokens: int = 256  # most media tokens one session appends per step: long backlogs never stall others
     device: str = "auto"  # "auto": cuda when available, else cpu
     dtype: str = "auto"  # "auto": bfloat16 on cuda, float32 on cpu
+    compile_decode: str = "auto"  # "auto": torch.compile (CUDA graphs) the decode step on cuda only; "on" / "off"
 
     @property
     def window_tokens(self) -> int:
@@ -130,6 +131,7 @@ class Gemma4Engine:
         self.pieces = PieceMaker(model, processor.tokenizer, config.frame_soft_tokens)
         self.tokenizer = processor.tokenizer
         self._prefixes: dict[str, gs.StreamState] = {}  # prompt -> prefix state (cloned per segment)
+        self._decode_step = _decode_step(config.compile_decode, model.decoder.embed_tokens.weight.device)
         self.spec = EngineSpec(
             name=f"gemma4 ({model.config.text.num_hidden_layers} layers)",
             media=frozenset({MediaKind.AUDIO, MediaKind.VIDEO}),
@@ -193,9 +195,7 @@ class Gemma4Engine:
 
     def _reset_segment(self, s: Gemma4Session, committed: tuple[Word, ...]) -> None:
         """Close the segment: back to the prefix, carrying the last committed words (the memory policy)."""
-        words = [w.text for w in committed][-self.config.carry_words:]
-        if len(words) < self.config.carry_words:
-            words = s.carry.split()[-(self.config.carry_words - len(words)):] + words if s.carry else words
+        words = (s.carry.split() + [w.text for w in committed])[-self.config.carry_words:]
         s.carry, s.carry_pending = " ".join(words), bool(words)
         s.stream = self._prefix_state(s.prompt)
         s.audio_open, s.heard, s.new_frame, s.must_close = False, False, False, False
@@ -223,8 +223,11 @@ class Gemma4Engine:
                 continue
             room = min(budget, self.config.segment_tokens - s.segment_tokens)
             piece = self._audio_piece(s, room) if isinstance(media, AudioChunk) else self._frame_piece(s, room)
+            if piece is None and not s.segment_tokens:  # cannot fit even an empty segment: drop it, never loop
+                s.pending.popleft()
+                continue
             if piece is None:
-                s.must_close = bool(s.segment_tokens)
+                s.must_close = True
                 break
             pieces.append(piece)
             budget -= piece.embeds.shape[0]
@@ -275,61 +278,66 @@ class Gemma4Engine:
     # --- one step ----------------------------------------------------------------------------------
 
     def _advance(self, states: list[Gemma4Session], finishing: bool) -> list[StepResult]:
-        work = [(s, self._take(s)) for s in states]
-        work = [(s, pieces) for s, pieces in work if pieces]
-        if work:
-            forward_rows(self.model, [s.stream for s, _ in work],
-                         [torch.cat([p.embeds for p in pieces]) for _, pieces in work],
-                         [_types(pieces) for _, pieces in work])
+        """Append every session's new media -- with the caption suffix where the policy decodes a caption -- in
+        one ragged forward; decode the captions together; then the interpretations together."""
+        taken = [self._take(s) for s in states]
         closing = [finishing or s.must_close for s in states]
-        emit_tokens = self.config.emit_every_s * AUDIO_TOKENS_PER_S
-        caption_rows = [i for i, s in enumerate(states)
-                        if s.segment_audio and (closing[i] or s.audio_since_emit >= emit_tokens)]
-        interp_rows = [i for i, s in enumerate(states)
-                       if s.instruction and s.segment_tokens and (closing[i] or s.new_frame)]
-        captions = dict(zip(caption_rows, self._decode([states[i] for i in caption_rows], None)))
-        interps = dict(zip(interp_rows, self._decode([states[i] for i in interp_rows], "interpretation")))
+        emit = self.config.emit_every_s * AUDIO_TOKENS_PER_S
+        caption_rows = [i for i, s in enumerate(states) if s.segment_audio and (closing[i] or s.audio_since_emit >= emit)]
+        marks = {i: states[i].stream.position + sum(p.embeds.shape[0] for p in taken[i]) for i in caption_rows}
+        for i in caption_rows:
+            taken[i].append(self.pieces.caption_suffix(states[i].audio_open))
+        rows = [i for i, pieces in enumerate(taken) if pieces]
+        logits = forward_rows(self.model, [states[i].stream for i in rows],
+                              [torch.cat([p.embeds for p in taken[i]]) for i in rows],
+                              [_types(taken[i]) for i in rows]) if rows else None
+        first = [logits[rows.index(i)] for i in caption_rows]
+        captions = dict(zip(caption_rows, self._generate([states[i] for i in caption_rows], first,
+                                                         [marks[i] for i in caption_rows], self.config.caption_tokens)))
+        interp_rows = [i for i, s in enumerate(states) if s.instruction and s.segment_tokens and (closing[i] or s.new_frame)]
+        interps = dict(zip(interp_rows, self._interpret([states[i] for i in interp_rows])))
         return [self._result(s, captions.get(i), interps.get(i), closing[i]) for i, s in enumerate(states)]
 
-    def _decode(self, rows: list[Gemma4Session], kind: str | None) -> list[str]:
-        """Append each row's suffix, decode greedily together, roll back to the last media token."""
+    def _interpret(self, rows: list[Gemma4Session]) -> list[str]:
+        """Append each row's interpretation suffix, decode together, roll back."""
         if not rows:
             return []
         marks = [s.stream.position for s in rows]
-        if kind is None:
-            suffixes, limit = [self.pieces.caption_suffix(s.audio_open) for s in rows], self.config.caption_tokens
-        else:
-            suffixes = [self.pieces.interpretation_suffix(s.audio_open, s.instruction) for s in rows]
-            limit = self.config.interpretation_tokens
+        suffixes = [self.pieces.interpretation_suffix(s.audio_open, s.instruction).embeds for s in rows]
+        logits = forward_rows(self.model, [s.stream for s in rows], suffixes, [None] * len(rows))
+        return self._generate(rows, list(logits), marks, self.config.interpretation_tokens)
+
+    def _generate(self, rows: list[Gemma4Session], logits: list[torch.Tensor], marks: list[int],
+                  limit: int) -> list[str]:
+        """Greedy answers from each row's suffix logits, then back to each row's mark (its last media token)."""
+        if not rows:
+            return []
         streams = [s.stream for s in rows]
-        logits = forward_rows(self.model, streams, [p.embeds for p in suffixes], [None] * len(rows))
-        tokens = generate_rows(self.model, streams, logits, limit)
+        tokens = generate_detached(self.model, streams, torch.stack(logits), limit, step=self._decode_step)
         for stream, mark in zip(streams, marks):
             gs.rollback(stream, mark)
         return [self.tokenizer.decode(t).strip() for t in tokens]
 
     def _result(self, s: Gemma4Session, caption: str | None, interp: str | None, closing: bool) -> StepResult:
-        words = self._words(s, caption) if caption is not None else ()
+        processed = samples_to_seconds(s.processed_sample)
         interpretations = ()
         if interp is not None:
             s.new_frame = False
-            interpretations = (InterpretationUpdate(
-                f"i{s.segment_index}", interp, samples_to_seconds(s.segment_start_sample),
-                samples_to_seconds(s.processed_sample), final=closing, kind=INTERPRETATION_KIND),)
+            start = samples_to_seconds(s.segment_start_sample)
+            interpretations = (InterpretationUpdate(f"i{s.segment_index}", interp, start, processed, final=closing,
+                                                    kind=INTERPRETATION_KIND),)
+        words = self._words(s, caption) if caption is not None else ()
         if caption is not None:
             s.audio_since_emit = 0
         if not closing:
-            update = CaptionUpdate(tentative=words, processed_until=samples_to_seconds(s.processed_sample))
-            return StepResult(update, interpretations) if caption is not None or interpretations else StepResult(
-                CaptionUpdate(processed_until=samples_to_seconds(s.processed_sample)))
-        update = CaptionUpdate(committed=words, segment_end=bool(words),
-                               processed_until=samples_to_seconds(s.processed_sample))
+            return StepResult(CaptionUpdate(tentative=words, processed_until=processed), interpretations)
         if words:
             s.committed_until = words[-1].end
         if s.segment_tokens:
             self._reset_segment(s, words)
         s.must_close = False
-        return StepResult(update, interpretations)
+        return StepResult(CaptionUpdate(committed=words, segment_end=bool(words), processed_until=processed),
+                          interpretations)
 
     def _words(self, s: Gemma4Session, text: str) -> tuple[Word, ...]:
         """Decoded words spread evenly over the segment's audio (the model gives no word times)."""
@@ -340,6 +348,13 @@ class Gemma4Engine:
         end = max(samples_to_seconds(s.processed_sample), start)
         step = (end - start) / len(parts)
         return tuple(Word(p, start + i * step, start + (i + 1) * step) for i, p in enumerate(parts))
+
+
+def _decode_step(setting: str, device: torch.device):
+    """The decode step, compiled with CUDA graphs ("reduce-overhead") where asked; shapes repeat per (rows, bucket)."""
+    if setting == "on" or (setting == "auto" and device.type == "cuda"):
+        return torch.compile(detached_decode_step, mode="reduce-overhead" if device.type == "cuda" else "default")
+    return detached_decode_step
 
 
 def _types(pieces: list[Piece]) -> torch.Tensor | None:
@@ -371,13 +386,16 @@ def build(choice: EngineChoice) -> Gemma4Engine:
     if not choice.model_path or not Path(choice.model_path).is_dir():
         raise EngineError("the gemma4 engine needs --model-path DIR: a checkpoint directory with config.json, "
                           "*.safetensors and tokenizer.json (nothing downloads)")
-    known = {f.name for f in fields(Gemma4EngineConfig)}
-    unknown = set(choice.options) - known
+    unknown = set(choice.options) - {f.name for f in fields(Gemma4EngineConfig)}
     if unknown:
         raise EngineError(f"unknown gemma4 engine options: {sorted(unknown)}")
-    config = Gemma4EngineConfig(**choice.options)
+    return build_from_directory(choice.model_path, Gemma4EngineConfig(**choice.options))
+
+
+def build_from_directory(path: str | Path, config: Gemma4EngineConfig) -> Gemma4Engine:
+    """Load the weights (bf16 on cuda, fp32 on cpu unless `config` says otherwise) and the tokenizer."""
     device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
     dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32,
              "bfloat16": torch.bfloat16, "float32": torch.float32}[config.dtype]
-    model = Gemma4Unified.from_pretrained(choice.model_path, dtype=dtype, device=device)
-    return Gemma4Engine(model, Gemma4Processor.from_pretrained(choice.model_path), config)
+    model = Gemma4Unified.from_pretrained(path, dtype=dtype, device=device)
+    return Gemma4Engine(model, Gemma4Processor.from_pretrained(path), config)

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch", reason="torch is needed for the Gemma 4 mod
 
 from patchstream.model import gemma4_stream as gs  # noqa: E402
 from patchstream.model.gemma4 import MM_AUDIO, MM_VIDEO, Gemma4Unified  # noqa: E402
-from patchstream.model.gemma4_batch import forward_rows, generate_rows  # noqa: E402
+from patchstream.model.gemma4_batch import forward_rows, generate_detached, generate_rows  # noqa: E402
 from patchstream.model.gemma4_tiny import save_tiny_checkpoint  # noqa: E402
 
 
@@ -71,3 +71,23 @@ def test_batched_greedy_decode_gives_each_sessions_tokens(model):
     logits = forward_rows(model, states, [e for e, _ in chunks], [t for _, t in chunks])
     assert generate_rows(model, states, logits, 12, stop_ids=(3,)) == alone
     assert [s.position for s in states] == [s.position for s in alone_states]
+
+
+def test_detached_decode_gives_the_same_tokens_and_leaves_the_sessions_alone(model):
+    states, chunks = _sessions(model)
+    rows = [copy.deepcopy(s) for s in states]
+    logits = forward_rows(model, rows, [e for e, _ in chunks], [t for _, t in chunks])
+    logits_again = forward_rows(model, states, [e for e, _ in chunks], [t for _, t in chunks])
+    positions = [s.position for s in states]
+    assert generate_detached(model, states, logits_again, 12) == generate_rows(model, rows, logits, 12)
+    assert [s.position for s in states] == positions
+
+
+@pytest.mark.slow
+def test_the_compiled_detached_step_gives_the_eager_tokens(model):
+    from patchstream.model.gemma4_batch import detached_decode_step
+
+    states, chunks = _sessions(model)
+    logits = forward_rows(model, states, [e for e, _ in chunks], [t for _, t in chunks])
+    eager = generate_detached(model, states, logits, 8)
+    assert generate_detached(model, states, logits, 8, step=torch.compile(detached_decode_step)) == eager
