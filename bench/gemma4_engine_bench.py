@@ -113,8 +113,8 @@ def build_engine(model_name: str, options: dict) -> ge.Gemma4Engine:
         path = save_tiny_checkpoint(tempfile.mkdtemp(prefix="gemma4-tiny-"))
         return ge.build_from_directory(path, config)
     # 12B shape: random weights, media token ids of the byte tokenizer (the real ids need the real tokenizer.json).
-    ids = {k: v for k, v in tiny_config_dict().items() if k.endswith(("_id", "_index", "_ids"))}
-    cfg = dataclasses.replace(gemma4_12b_config(), **{k: tuple(v) if isinstance(v, list) else v for k, v in ids.items()})
+    ids = {k: v for k, v in tiny_config_dict().items() if k.endswith(("_id", "_index"))}
+    cfg = dataclasses.replace(gemma4_12b_config(), eos_token_ids=tuple(tiny_config_dict()["eos_token_ids"]), **ids)
     model = Gemma4Unified.random(cfg, torch.bfloat16, "cuda")
     return ge.Gemma4Engine(model, Gemma4Processor(Gemma4Tokenizer(tiny_tokenizer())), config)
 
@@ -126,13 +126,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--media-s", type=float, default=12.0, help="media seconds each stream sends")
     parser.add_argument("--tick-s", type=float, default=0.2, help="media delivered per scheduler round")
     parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--emit-every-s", type=float, default=ge.Gemma4EngineConfig.emit_every_s,
                         help="new audio between two caption decodes (the emission policy's cadence)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # a shared CPU: oversubscribed threads spin and distort the timings
+    if args.model == "12b" and not torch.cuda.is_available():
+        parser.error("the 12B shape needs cuda (24 GB of bf16 weights)")
     engine = build_engine(args.model, {"max_batch": args.max_batch, "emit_every_s": args.emit_every_s})
     print(f"# {args.model} on {next(engine.model.parameters()).device}, torch {torch.__version__}, "
           f"{args.media_s:g} s per stream, tick {args.tick_s:g} s, max_batch {args.max_batch}, "
-          f"emit every {args.emit_every_s:g} s")
+          f"emit every {args.emit_every_s:g} s, {torch.get_num_threads()} threads")
     print("| streams | media | rtf | latency p50 s | latency p95 s | decode tok/s | KV MiB/stream |")
     print("|---|---|---|---|---|---|---|")
     largest = {False: 0, True: 0}

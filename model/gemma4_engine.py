@@ -77,6 +77,7 @@ class Gemma4EngineConfig:
     video_fps: float = 1.0  # frames per media second appended (each ~80 tokens at the 70-patch budget)
     frame_soft_tokens: int = 70  # patch budget per frame
     max_batch: int = 8  # sessions per step
+    max_pending_s: float = 30.0  # audio waiting to be appended; beyond it the oldest is dropped (engine behind)
     prefill_chunk_tokens: int = 256  # most media tokens one session appends per step: long backlogs never stall others
     device: str = "auto"  # "auto": cuda when available, else cpu
     dtype: str = "auto"  # "auto": bfloat16 on cuda, float32 on cpu
@@ -105,7 +106,7 @@ class Gemma4Session:
     prompt: str  # bias words in the prefix
     instruction: str  # interpretation instruction ("" = none)
     stream: gs.StreamState | None  # the decoder caches; None once closed
-    pending: deque = field(default_factory=deque)  # Media not yet appended, in media-time order
+    pending: deque = field(default_factory=deque)  # Media not yet appended, in media-time order (`max_pending_s`)
     carry: str = ""  # committed words of the last segment, appended before the next one's media
     carry_pending: bool = False  # the carry text still has to be appended
     audio_open: bool = False  # an `<|audio>` segment is open (the next audio continues it)
@@ -145,8 +146,8 @@ class Gemma4Engine:
     def open(self, options: SessionOptions) -> Gemma4Session:
         if options.task != "transcribe":
             raise EngineError(f"the gemma4 engine transcribes; task {options.task!r} is not supported")
-        session = Gemma4Session(prompt=options.prompt, instruction=self._cut(options.instruction or self.config.default_instruction),
-                                 stream=None)
+        instruction = self._cut(options.instruction or self.config.default_instruction)
+        session = Gemma4Session(prompt=options.prompt, instruction=instruction, stream=None)
         session.stream = self._prefix_state(session.prompt)
         return session
 
@@ -157,7 +158,15 @@ class Gemma4Engine:
             state.prompt = control.prompt  # the prefix: effective from the next segment
 
     def feed(self, state: Gemma4Session, media: Media) -> None:
+        """Queue media; beyond `max_pending_s` of audio the oldest media go, and the audio after the hole is
+        flagged as a discontinuity (the segment closes there, never stitched across it)."""
         state.pending.append(media)
+        limit = seconds_to_samples(self.config.max_pending_s)
+        while _pending_samples(state.pending) > limit and len(state.pending) > 1:
+            state.pending.popleft()
+            head = state.pending[0]
+            if isinstance(head, AudioChunk):
+                state.pending[0] = AudioChunk(head.samples, head.start_sample, discontinuity=True)
 
     def step(self, states: Sequence[Gemma4Session]) -> list[StepResult]:
         return self._advance(list(states), finishing=False)
@@ -221,8 +230,12 @@ class Gemma4Engine:
                 s.pending[0] = AudioChunk(media.samples, media.start_sample)
                 s.processed_sample = s.segment_start_sample = media.start_sample
                 continue
-            room = min(budget, self.config.segment_tokens - s.segment_tokens)
-            piece = self._audio_piece(s, room) if isinstance(media, AudioChunk) else self._frame_piece(s, room)
+            room = self.config.segment_tokens - s.segment_tokens
+            # A frame is one block: it may overrun the step's budget by itself (bounded by its patch budget).
+            if isinstance(media, AudioChunk):
+                piece = self._audio_piece(s, min(budget, room))
+            else:
+                piece = self._frame_piece(s, room)
             if piece is None and not s.segment_tokens:  # cannot fit even an empty segment: drop it, never loop
                 s.pending.popleft()
                 continue
@@ -283,7 +296,8 @@ class Gemma4Engine:
         taken = [self._take(s) for s in states]
         closing = [finishing or s.must_close for s in states]
         emit = self.config.emit_every_s * AUDIO_TOKENS_PER_S
-        caption_rows = [i for i, s in enumerate(states) if s.segment_audio and (closing[i] or s.audio_since_emit >= emit)]
+        caption_rows = [i for i, s in enumerate(states)
+                        if s.segment_audio and (closing[i] or s.audio_since_emit >= emit)]
         marks = {i: states[i].stream.position + sum(p.embeds.shape[0] for p in taken[i]) for i in caption_rows}
         for i in caption_rows:
             taken[i].append(self.pieces.caption_suffix(states[i].audio_open))
@@ -294,7 +308,8 @@ class Gemma4Engine:
         first = [logits[rows.index(i)] for i in caption_rows]
         captions = dict(zip(caption_rows, self._generate([states[i] for i in caption_rows], first,
                                                          [marks[i] for i in caption_rows], self.config.caption_tokens)))
-        interp_rows = [i for i, s in enumerate(states) if s.instruction and s.segment_tokens and (closing[i] or s.new_frame)]
+        interp_rows = [i for i, s in enumerate(states)
+                       if s.instruction and s.segment_tokens and (closing[i] or s.new_frame)]
         interps = dict(zip(interp_rows, self._interpret([states[i] for i in interp_rows])))
         return [self._result(s, captions.get(i), interps.get(i), closing[i]) for i, s in enumerate(states)]
 
@@ -355,6 +370,10 @@ def _decode_step(setting: str, device: torch.device):
     if setting == "on" or (setting == "auto" and device.type == "cuda"):
         return torch.compile(detached_decode_step, mode="reduce-overhead" if device.type == "cuda" else "default")
     return detached_decode_step
+
+
+def _pending_samples(pending: deque) -> int:
+    return sum(len(m.samples) for m in pending if isinstance(m, AudioChunk))
 
 
 def _types(pieces: list[Piece]) -> torch.Tensor | None:

@@ -32,7 +32,9 @@ def checkpoint(tmp_path_factory):
 
 
 def engine(checkpoint, **options):
-    return build_engine(EngineChoice("gemma4", str(checkpoint), options))
+    """Short answers (8 tokens): the tests check mechanics, and two CPU cores are shared."""
+    return build_engine(EngineChoice("gemma4", str(checkpoint), {"caption_tokens": 8, "interpretation_tokens": 8,
+                                                                 **options}))
 
 
 def speech(seconds: float, seed: int = 0, pause_every_s: float = 0.0) -> np.ndarray:
@@ -213,3 +215,57 @@ async def test_a_websocket_session_gets_captions_and_interpretations_in_order(ch
     assert all(0.0 <= f["start"] <= f["end"] <= 6.0 + 0.05 for f in finals)
     assert all(0.0 <= e["start"] <= e["end"] <= 6.0 + 0.05 for e in interpretations)
     assert events[-1]["captions"] == len(finals)
+
+
+def test_an_engine_far_behind_drops_the_oldest_audio_and_never_stitches_across_the_hole(checkpoint):
+    eng = engine(checkpoint, max_pending_s=2.0)
+    state = eng.open(SessionOptions())
+    for chunk in chunks(speech(6.0, seed=9), 16_000):
+        eng.feed(state, chunk)
+    assert sum(len(m.samples) for m in state.pending) == 32_000 and state.pending[0].discontinuity
+    result = eng.finish(state)
+    assert result.processed_until == pytest.approx(6.0)
+    assert all(w.start >= 4.0 for w in result.captions.committed)
+
+
+async def test_the_scheduler_drives_two_sessions_of_audio_and_video_through_the_engine(checkpoint):
+    """Audio + video through the server's scheduler (the wire path for video is another branch's work)."""
+    import asyncio
+
+    from patchstream.streaming.config import SchedulerConfig
+    from patchstream.streaming.scheduler import Scheduler
+
+    scheduler = Scheduler(engine(checkpoint, window_s=2.0), SchedulerConfig())
+    await scheduler.start()
+    try:
+        sinks, slots = [[], []], []
+        for sink, instruction in zip(sinks, ("Describe the scene.", "Say what the caller wants.")):
+            slots.append(await scheduler.open(SessionOptions(instruction=instruction), sink.append, pytest.fail, 30.0))
+        for i, chunk in enumerate(chunks(speech(5.0, pause_every_s=2.5))):
+            for slot in slots:
+                scheduler.submit(slot, chunk)
+                if i % 3 == 0:
+                    scheduler.submit(slot, VideoFrame(frame(i), chunk.start_sample))
+            await asyncio.sleep(0.01)
+        finals = [await scheduler.finish(slot) for slot in slots]
+    finally:
+        for slot in slots:
+            await scheduler.close(slot)
+        await scheduler.stop()
+    for sink, final in zip(sinks, finals):
+        results = sink + [final]
+        assert final.processed_until == pytest.approx(5.0)
+        words = [w for r in results for w in r.captions.committed]
+        updates = [u for r in results for u in r.interpretations]
+        assert words and [w.start for w in words] == sorted(w.start for w in words)
+        assert any(u.final for u in updates) and all(0.0 <= u.start <= u.end <= 5.0 for u in updates)
+        assert [r.processed_until for r in results] == sorted(r.processed_until for r in results)
+
+
+def test_a_frame_larger_than_the_step_budget_is_appended_whole(checkpoint):
+    eng = engine(checkpoint, prefill_chunk_tokens=16, default_instruction="Describe.")
+    state = eng.open(SessionOptions())
+    before = state.stream.position
+    eng.feed(state, VideoFrame(frame(0), 0))
+    result = eng.step([state])[0]
+    assert result.interpretations and state.stream.position - before > 16
