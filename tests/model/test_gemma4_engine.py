@@ -122,8 +122,10 @@ def stream_kv(eng, state, minutes: float, frame_every_s: int = 2) -> list[int]:
 
 def test_kv_bytes_stay_flat_over_a_long_stream(checkpoint):
     eng = engine(checkpoint, window_s=4.0, emit_every_s=10.0, caption_tokens=2, video_fps=0.5)
-    sizes = stream_kv(eng, eng.open(SessionOptions()), minutes=3)
+    state = eng.open(SessionOptions())
+    sizes = stream_kv(eng, state, minutes=3)
     assert min(sizes) == max(sizes) > 0
+    assert state.stream.position < 1_024  # positions restart every segment
 
 
 @pytest.mark.slow
@@ -199,7 +201,10 @@ async def test_a_websocket_session_gets_captions_and_interpretations_in_order(ch
     pcm = (np.clip(speech(6.0, pause_every_s=3.0), -1, 1) * 32767).astype("<i2").tobytes()
     start = {"type": "start", "audio": {"encoding": "pcm_s16le", "sample_rate": 16_000, "channels": 1}}
     config = ServerConfig(port=0, scheduler=SchedulerConfig(stats_interval_s=0.5), shutdown_grace_s=2.0)
-    async with Server(config, engine(checkpoint, window_s=2.0, default_instruction="Summarise.")) as server:
+    eng = engine(checkpoint, window_s=2.0, default_instruction="Summarise.")
+    opened = []
+    eng.open = lambda options, open_=eng.open: opened.append(open_(options)) or opened[-1]
+    async with Server(config, eng) as server:
         async with connect(server.url, max_size=None) as ws:
             await ws.send(json.dumps(start))
             for offset in range(0, len(pcm), 3_200):
@@ -215,6 +220,7 @@ async def test_a_websocket_session_gets_captions_and_interpretations_in_order(ch
     assert all(0.0 <= f["start"] <= f["end"] <= 6.0 + 0.05 for f in finals)
     assert all(0.0 <= e["start"] <= e["end"] <= 6.0 + 0.05 for e in interpretations)
     assert events[-1]["captions"] == len(finals)
+    assert opened and all(kv_bytes(state) == 0 for state in opened)  # the server closed them: caches freed
 
 
 def test_an_engine_far_behind_drops_the_oldest_audio_and_never_stitches_across_the_hole(checkpoint):
