@@ -144,7 +144,7 @@ def _add_engine_arguments(parser: argparse.ArgumentParser, default: str | None) 
         help="bundled Whisper model: " + "; ".join(f"{name} ({summary})" for name, summary in BUNDLED_MODELS.items()),
     )
     model.add_argument(
-        "--model-path", metavar="DIR", help="local CTranslate2 model directory (default: a bundled --model)"
+        "--model-path", metavar="DIR", help="local model directory: CTranslate2 for whisper, a Gemma 4 checkpoint for gemma4 (default: a bundled --model)"
     )
 
 

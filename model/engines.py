@@ -17,6 +17,7 @@ from patchstream.model.whisper_models import MODELS as BUNDLED_MODELS  # name â†
 ENGINES = {
     "whisper": ("patchstream.model.whisper_engine", "build"),
     "fake": ("patchstream.model.fake_engine", "build"),
+    "gemma4": ("patchstream.model.gemma4_engine", "build"),  # needs --model-path (a checkpoint directory)
 }
 
 

@@ -447,7 +447,9 @@ class TextDecoder(nn.Module):
     def forward(self, h: torch.Tensor, ctx: AttentionContext, caches: list[KVStore] | None = None,
                 hidden_states: list[torch.Tensor] | None = None) -> torch.Tensor:
         """h (B, T, d) embeddings -> (B, T, d) after the final norm. Appends every layer output to `hidden_states`."""
-        rope = self.rope(ctx.q_pos[None].expand(h.shape[0], -1), h.dtype)
+        # A ragged batch (model/gemma4_batch.py) gives each row its own positions (B, T); one stream gives (T,).
+        positions = ctx.q_pos if ctx.q_pos.dim() == 2 else ctx.q_pos[None].expand(h.shape[0], -1)
+        rope = self.rope(positions, h.dtype)
         for i, layer in enumerate(self.layers):
             if hidden_states is not None:
                 hidden_states.append(h)

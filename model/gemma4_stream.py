@@ -6,8 +6,8 @@ image or video-frame block -- and returns the last token's logits; `decode_step`
 only thing worth compiling; `decode_one_token` wraps its bookkeeping); `rollback` returns the session to an earlier position, e.g. to drop a prompt
 suffix and generated text and go on appending audio. Logits equal one full forward over the same tokens.
 
-What this is not: no scheduling, batching of sessions at different positions, or eviction policy (the engine's
-job; `model/kv_cache.py` has the hooks), and no pre-processing (`model/gemma4_processing.py`).
+What this is not: no scheduling or eviction policy (`model/gemma4_engine.py`), no batching of sessions at
+different positions (`model/gemma4_batch.py`), and no pre-processing (`model/gemma4_processing.py`).
 """
 
 from __future__ import annotations

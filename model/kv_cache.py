@@ -58,6 +58,10 @@ class RingKVCache:
         self.v.index_copy_(2, slots, v)
         self.pos.index_copy_(0, slots, positions)
 
+    def stored(self):
+        """(k, v, positions) of every slot, without writing: what a query after the last commit attends over."""
+        return self.k, self.v, self.pos
+
     def commit(self, n_new: int) -> None:
         """Record that `n_new` positions were appended by the last call (Python bookkeeping, outside any graph)."""
         self.length += n_new
@@ -133,6 +137,10 @@ class FullKVCache:
             return self.k, self.v, self.pos
         end = self.n + k.shape[2]
         return self.k[:, :, :end], self.v[:, :, :end], self.pos[:end]
+
+    def stored(self):
+        """(k, v, positions) of the filled entries, without writing."""
+        return self.k[:, :, : self.n], self.v[:, :, : self.n], self.pos[: self.n]
 
     def commit(self, n_new: int) -> None:
         self.n += n_new
