@@ -126,14 +126,17 @@ def test_stats_come_every_interval_with_progress():
 
 def test_captions_and_interpretations_flow_from_engine_results():
     protocol = started()
-    interpretation = InterpretationUpdate("v0", "a red square", 0.0, 0.0, False, "description")
+    interpretation = InterpretationUpdate("v0", "a red square", 0.0, 0.0, False, "description", (0.0,))
     protocol.engine_result(StepResult(CaptionUpdate(committed=(word("Hello.", 0.0),)), (interpretation,)))
     events = drain(protocol)
-    assert [e["type"] for e in events] == ["caption.final", "interpretation"]
+    assert [e["type"] for e in events] == ["caption.final", "interpretation.partial"]
     assert events[1] == {
-        "type": "interpretation", "interpretation_id": "v0", "kind": "description", "text": "a red square",
-        "start": 0.0, "end": 0.0, "final": False,
+        "type": "interpretation.partial", "interpretation_id": "v0", "kind": "description", "text": "a red square",
+        "start": 0.0, "end": 0.0, "frame_times": (0.0,),
     }
+    protocol.engine_result(StepResult(interpretations=(InterpretationUpdate("v0", "a red square", 0.0, 1.0, True, "description"),)))
+    (final,) = drain(protocol)
+    assert (final["type"], final["end"]) == ("interpretation.final", 1.0)
 
 
 def test_stop_finishes_the_media_then_ends_after_the_last_finals():
