@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 
-from patchstream.model.api import Engine, EngineChoice, EngineError
+from patchstream.model.api import Engine, EngineChoice, EngineError, MediaKind
 from patchstream.model.whisper_models import MODELS as BUNDLED_MODELS  # name → summary; stdlib only
 
 # name → (module, factory); the factory takes the EngineChoice.
@@ -32,8 +32,8 @@ def build_engine(choice: EngineChoice) -> Engine:
     module = importlib.import_module(module_name)
     engine = getattr(module, factory)(choice)
     parts = resolve_vision(choice.vision)
-    if not parts:
-        return engine
+    if not parts or ("auto" in choice.vision and MediaKind.VIDEO in engine.spec.media):
+        return engine  # nothing asked for, or "auto" beside an engine that already sees video
     vision = importlib.import_module("patchstream.model.vision_engine")
     composite = importlib.import_module("patchstream.model.composite_engine")
     return composite.CompositeEngine(engine, vision.build(EngineChoice("vision", vision=parts)))

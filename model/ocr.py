@@ -63,7 +63,7 @@ class OcrReader:
         self._ocr = RapidOCR(
             params={
                 "Global.use_cls": False,
-                "Global.log_level": "warning",
+                "Global.log_level": "error",  # "no text found" is an answer, not a warning
                 "Det.model_path": str(models / DET_MODEL),
                 "Rec.model_path": str(models / REC_MODEL),
                 "EngineConfig.onnxruntime.intra_op_num_threads": threads,

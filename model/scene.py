@@ -37,6 +37,8 @@ class SceneConfig:
 
 def thumbnail(pixels: np.ndarray, width: int = THUMB_W, height: int = THUMB_H) -> np.ndarray:
     """float32 (height, width) grey in [0, 1], by block means (area resampling) of an (H, W, 3) uint8 frame."""
+    if pixels.shape[0] < height or pixels.shape[1] < width:  # tiny frames: repeat pixels so no block is empty
+        pixels = np.repeat(np.repeat(pixels, -(-height // pixels.shape[0]), axis=0), -(-width // pixels.shape[1]), axis=1)
     rows = (np.arange(height + 1) * pixels.shape[0]) // height
     cols = (np.arange(width + 1) * pixels.shape[1]) // width
     grey = pixels.astype(np.float32) @ LUMA / 255.0  # (H, W)
