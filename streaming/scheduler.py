@@ -11,8 +11,9 @@ Drop rules of the per-session backlog:
 - audio waiting for the model is bounded by `max_backlog_s`; beyond it the oldest waiting chunks
   are dropped, counted, and the next chunk fed is flagged as a discontinuity so the engine never
   stitches across the hole;
-- video: the latest frame wins. One frame waits at most; a newer one replaces it (counted in
-  `frames_dropped`), and a frame not yet due at `spec.video_fps` (the `FrameSampler` rule) is
+- video: the latest frames win. `MAX_WAITING_FRAMES` wait at most (two, so the frames of one
+  burst — a second of a fragmented MP4 — both reach the engine); a newer one pushes out the oldest
+  (counted in `frames_dropped`), and a frame not yet due at `spec.video_fps` (the `FrameSampler` rule) is
   dropped. Video is always dropped before audio: a waiting frame never holds audio back.
 """
 
@@ -47,6 +48,8 @@ from patchstream.streaming.frames import FrameSampler
 
 log = logging.getLogger(__name__)
 
+MAX_WAITING_FRAMES = 2  # video frames waiting for the model per session; the oldest is dropped first
+
 
 @dataclass
 class SessionSlot:
@@ -59,7 +62,7 @@ class SessionSlot:
     max_backlog_samples: int  # audio bound of `backlog`; the oldest chunks go beyond it
     backlog: deque[AudioChunk] = field(default_factory=deque)  # audio waiting for the model
     backlog_samples: int = 0  # samples in `backlog`
-    video: VideoFrame | None = None  # the one frame waiting for the model (latest wins)
+    video: deque[VideoFrame] = field(default_factory=deque)  # frames waiting for the model (≤ MAX_WAITING_FRAMES, latest win)
     sampler: FrameSampler | None = None  # the engine's frame rate (None: the engine takes no video)
     frames_dropped: int = 0  # waiting frames replaced by a newer one before the model took them
     last_step: int = -1  # index of the scheduler step that last advanced this session
@@ -76,10 +79,10 @@ class SessionSlot:
 
     def take_media(self) -> list[Media]:
         """Everything waiting, in media-time order, leaving nothing waiting."""
-        media: list[Media] = [*self.backlog, *([self.video] if self.video else [])]
+        media: list[Media] = [*self.backlog, *self.video]
         self.backlog.clear()
         self.backlog_samples = 0
-        self.video = None
+        self.video.clear()
         return sorted(media, key=lambda item: item.start_sample)
 
 
@@ -180,9 +183,10 @@ class Scheduler:
         """Latest frame wins; frames faster than the engine's rate are dropped."""
         if not slot.sampler.admit(frame.start_sample):
             return
-        if slot.video is not None:
+        slot.video.append(frame)
+        if len(slot.video) > MAX_WAITING_FRAMES:
+            slot.video.popleft()  # the oldest waiting frame makes room
             slot.frames_dropped += 1
-        slot.video = frame  # replaces a frame still waiting
         self._wake.set()
 
     async def control(self, slot: SessionSlot, control: SessionControl) -> None:
@@ -217,7 +221,7 @@ class Scheduler:
         ready = [
             slot
             for slot in self._slots.values()
-            if slot.ready and (slot.backlog_samples >= max(spec.min_step_samples, 1) or slot.video is not None)
+            if slot.ready and (slot.backlog_samples >= max(spec.min_step_samples, 1) or slot.video)
         ]
         # Fairness: the session served least recently goes first. ("Most behind first" would let
         # a client sending faster than real time win every batch and starve live sessions.)

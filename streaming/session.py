@@ -19,6 +19,7 @@ session — lives in the protocol; parsing lives in `protocol.py`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from patchstream.model.api import AudioChunk, EngineError, EngineSpec, VideoFrame
 from patchstream.streaming.chunker import AudioChunker, ChunkerConfig
 from patchstream.streaming.config import LimitsConfig, SchedulerConfig
-from patchstream.streaming.decode import AudioDecoder, DecodeError
+from patchstream.streaming.decode import AudioDecoder, DecodeError, VideoOptions
 from patchstream.streaming.protocol import CodedError, Ended, ErrorCode, to_json
 from patchstream.streaming.scheduler import Scheduler, SessionSlot
 from patchstream.streaming.session_protocol import (
@@ -144,7 +145,16 @@ class Session:
     async def _open(self, action: Open) -> None:
         loop = asyncio.get_running_loop()
         try:
-            self._decoder = await loop.run_in_executor(self.ctx.decode_executor, AudioDecoder, action.start.audio)
+            video = action.start.video
+            spec = self.ctx.engine_spec
+            options = (
+                VideoOptions(spec.video_fps, spec.frame_soft_tokens, self.ctx.limits.max_image_pixels)
+                if video is not None and not video.is_image
+                else None
+            )
+            self._decoder = await loop.run_in_executor(
+                self.ctx.decode_executor, functools.partial(AudioDecoder, action.start.audio, video=options)
+            )
             if self._decoder.waits_for_demuxer:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.ctx.session_id}-decode")
             self._slot = await self.ctx.scheduler.open(
@@ -210,6 +220,8 @@ class Session:
                 self._apply(self.protocol.media_failed(error))
                 return
             self._apply(self.protocol.decoded(chunks))
+            for frame in self._decoder.take_frames() if self._decoder is not None else ():
+                self._apply(self.protocol.frame_decoded(frame, demuxed=True))
             if data is END_OF_MEDIA:
                 break
         try:
@@ -251,6 +263,7 @@ class Session:
                 pass
             backlog_s = self._slot.backlog_s if self._slot is not None else 0.0
             frames_dropped = self._slot.frames_dropped if self._slot is not None else 0
+            frames_dropped += self._decoder.frames_dropped if self._decoder is not None else 0
             self._apply(self.protocol.tick(loop.time(), backlog_s, frames_dropped))
 
     async def _send_loop(self) -> None:

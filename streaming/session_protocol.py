@@ -285,10 +285,12 @@ class SessionProtocol:
             return []  # not due at the engine's rate: never decoded
         return [DecodeFrame(data, info, start_sample)]
 
-    def frame_decoded(self, frame: VideoFrame) -> list[Action]:
-        """A decoded, patchified frame: submit it."""
+    def frame_decoded(self, frame: VideoFrame, demuxed: bool = False) -> list[Action]:
+        """A decoded, patchified frame: submit it. `demuxed`: it came out of the audio's container
+        (already sampled there), so it is counted here as received."""
         if self.phase not in (Phase.STREAMING, Phase.FINISHING):
             return []
+        self._frames_received += demuxed
         return [Submit(frame)]
 
     def frame_failed(self, error: CodedError) -> list[Action]:

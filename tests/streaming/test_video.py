@@ -237,3 +237,62 @@ async def test_scene_changes_land_within_one_sampled_frame_of_the_cut():
     for scene, cut in zip(scenes, cuts):
         assert scene["start"] <= cut <= scene["end"] and scene["end"] - cut <= 1.0
     assert of_type(events, "caption.final") and events[0]["engine"] == "fake+vision(scene)"
+
+
+# --- container video: the video track of the audio's container -----------------------------------
+
+
+def muxed(tmp_path, container: str, seconds: int = 4) -> bytes:
+    """A WebM (VP8 + Opus) or MP4 (H.264 + AAC, fragmented for live reading) of a tone, one colour a second."""
+    from fractions import Fraction
+
+    import av
+
+    path = tmp_path / f"clip.{container}"
+    options = {"movflags": "frag_keyframe+empty_moov"} if container == "mp4" else {}
+    with av.open(str(path), "w", format=container, options=options) as out:
+        video = out.add_stream("libvpx" if container == "webm" else "libx264", rate=5)
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        video.options = {"deadline": "realtime", "cpu-used": "8"} if container == "webm" else {"preset": "ultrafast"}
+        video.codec_context.gop_size = 5  # a keyframe (and an MP4 fragment) every second: live-like
+        audio = out.add_stream("libopus" if container == "webm" else "aac", rate=48_000, layout="mono")
+        pcm = np.frombuffer(tone_pcm(seconds, rate=48_000), np.int16)
+        chunk = 48_000 // 5
+        resampler = av.AudioResampler(format=audio.codec_context.format.name, layout="mono", rate=48_000)
+        for number in range(seconds * 5):
+            frame = av.VideoFrame.from_ndarray(solid(60 * (number // 5) % 256), format="rgb24")
+            frame.pts, frame.time_base = number, Fraction(1, 5)
+            out.mux(video.encode(frame))
+            piece = av.AudioFrame.from_ndarray(pcm[None, number * chunk : (number + 1) * chunk], format="s16", layout="mono")
+            piece.sample_rate, piece.pts, piece.time_base = 48_000, number * chunk, Fraction(1, 48_000)
+            for resampled in resampler.resample(piece):
+                out.mux(audio.encode(resampled))
+        out.mux(video.encode(None))
+        out.mux(audio.encode(None))
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("container", ["webm", "mp4"])
+async def test_container_video_is_demuxed_sampled_and_interpreted_on_the_audio_clock(server, tmp_path, container):
+    data = muxed(tmp_path, container)
+    start = {"type": "start", "audio": {"encoding": "container"}, "video": {"encoding": "container"}}
+    async with connect(server.url, max_size=None) as ws:
+        await ws.send(json.dumps(start))
+        for offset in range(0, len(data), 2_000):  # small pieces, a little apart: a live recorder
+            await ws.send(data[offset : offset + 2_000])
+            await asyncio.sleep(0.01)
+        await ws.send(json.dumps({"type": "stop"}))
+        events = await asyncio.wait_for(until_ended(ws), 30)
+    times = [f["frame_times"][0] for f in of_type(events, "interpretation.final")]
+    # 5 fps sampled to the fake's 2: a frame is due 0.45 s (2 fps, less 10 % jitter) after the last.
+    assert times == pytest.approx([0.0, 0.6, 1.2, 1.8, 2.4, 3.0, 3.6], abs=0.05)
+    assert all("432x336" in f["text"] for f in of_type(events, "interpretation.final"))
+    assert of_type(events, "caption.final") and events[-1]["reason"] == "stop"
+    assert not of_type(events, "error")
+
+
+async def test_container_video_needs_a_container_audio_declaration(server):
+    async with connect(server.url) as ws:
+        await ws.send(json.dumps({**PCM_START, "video": {"encoding": "container"}}))
+        events = await until_ended(ws)
+    assert events[0]["code"] == "bad_format" and events[0]["fatal"]
