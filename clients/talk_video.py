@@ -48,6 +48,7 @@ class Talk:
     slide_starts: tuple[float, ...]  # media seconds each slide appears (the first at 0: cuts are the rest)
     slide_texts: tuple[str, ...]  # "title\nbullet" of each slide, as rendered
     spoken: str  # every sentence, in order
+    words: tuple[speech.TimedWord, ...]  # every spoken word with its media times (eSpeak's word events)
     duration_s: float  # media seconds of the whole talk
 
     def slide_at(self, time_s: float) -> int:
@@ -75,12 +76,17 @@ def render_slide(title: str, bullet: str, background: tuple[int, int, int], size
 def make_talk(slides=SLIDES, repeat_to_s: float = 0.0, size=FRAME_SIZE) -> Talk:
     """Speak each slide's sentence with its slide up; repeat the deck until `repeat_to_s` seconds."""
     audio: list[np.ndarray] = []
-    images, starts, texts, spoken = [], [], [], []
+    images, starts, texts, spoken, words = [], [], [], [], []
     time_s, index = 0.0, 0
     while index < len(slides) or time_s < repeat_to_s:
         title, bullet, sentence = slides[index % len(slides)]
-        voice = speech.build_script([sentence], pause_s=SLIDE_PAUSE_S, lead_s=0.4).samples
-        images.append(render_slide(title, bullet, BACKGROUNDS[index % len(BACKGROUNDS)], size))
+        said = speech.build_script([sentence], pause_s=SLIDE_PAUSE_S, lead_s=0.4)
+        voice = said.samples
+        words += [speech.TimedWord(w.text, w.start + time_s, w.end + time_s) for w in said.words]
+        if index < len(slides):
+            images.append(render_slide(title, bullet, BACKGROUNDS[index % len(BACKGROUNDS)], size))
+        else:  # the deck again: the same slide objects (a 5-minute talk holds six images, not 75)
+            images.append(images[index % len(slides)])
         starts.append(time_s)
         texts.append(f"{title}\n- {bullet}")
         spoken.append(sentence)
@@ -88,7 +94,7 @@ def make_talk(slides=SLIDES, repeat_to_s: float = 0.0, size=FRAME_SIZE) -> Talk:
         time_s += len(voice) / SAMPLE_RATE
         index += 1
     samples = np.concatenate(audio).astype(np.float32)
-    return Talk(samples, tuple(images), tuple(starts), tuple(texts), " ".join(spoken), len(samples) / SAMPLE_RATE)
+    return Talk(samples, tuple(images), tuple(starts), tuple(texts), " ".join(spoken), tuple(words), len(samples) / SAMPLE_RATE)
 
 
 def write_talk(talk: Talk, path: str | Path, fps: int = 5, container: str = "mp4") -> None:

@@ -13,8 +13,8 @@ OCR runs on a worker thread of its own (onnxruntime on one thread by default), n
 model thread: `step` hands the frames waiting in every session to the worker as one batch and
 returns the results of the batch before it, so a caption engine composed beside this one
 (`composite_engine.py`) is never held up by OCR. While a batch runs, each session keeps only its
-newest frame for the next one (latest frame wins; the replaced ones are counted in
-`StepResult.dropped_frames`). Scene detection is cheap and runs inside `step`.
+newest frame for the next one (latest frame wins; a replaced frame that showed a different
+picture is counted in `StepResult.dropped_frames`). Scene detection is cheap and runs inside `step`.
 
 It is not: a captioner (no audio), not a describer (it takes no instruction; `control` can change
 which kinds a session gets) and not a video decoder (frames arrive decoded, sized by the server).
@@ -167,9 +167,10 @@ class VisionEngine:
             state.scenes.push(thumb)
         state.last_frame_s = media.start_s
         if TEXT in state.kinds and self._reader is not None:
-            if state.waiting is not None:
-                state.dropped += 1  # latest frame wins
-            state.waiting = (media, fine_thumbnail(media.pixels))
+            fine = fine_thumbnail(media.pixels)
+            if state.waiting is not None and not same_picture(state.waiting[1], fine):
+                state.dropped += 1  # latest frame wins; replacing a frame with the same picture loses nothing
+            state.waiting = (media, fine)
 
     # -- steps -----------------------------------------------------------------------------------
 
