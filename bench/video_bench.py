@@ -19,7 +19,7 @@ through the real websocket client. It reports per run:
 - frames sent and dropped (`stats.frames_dropped`: latest frame wins under load);
 - CPU seconds per stage, from the kernel's per-thread counters, as a share of (wall × cores):
   the model thread (Whisper's Python side, scene detection), native model pools (CTranslate2's
-  threads), the OCR worker (onnxruntime on one thread), decode threads (PCM, JPEG decode and
+  threads: the process's CPU time beyond the named threads), the OCR worker (onnxruntime on one thread), decode threads (PCM, JPEG decode and
   resize), the event loop (websockets, protocol; the benchmark's client shares it).
 The client's own work (reading the file, encoding JPEGs) is done before the clock starts.
 It is not: a test; timings depend on the machine and on what else runs on it.
@@ -118,7 +118,7 @@ def thread_cpu() -> dict[str, float]:
         seconds = (int(fields[11]) + int(fields[12])) / TICKS
         name = names.get(int(tid), "")
         stage = next((label for prefix, label in STAGES.items() if name.startswith(prefix)), None)
-        stage = stage or ("native model pools" if not name else "other Python threads")
+        stage = stage or ("other threads" if not name else "other Python threads")
         out[stage] = out.get(stage, 0.0) + seconds
     return out
 
@@ -143,8 +143,12 @@ async def stream_all(run: Run, talk: Talk, pcm: bytes, frames: list[JpegFrame]) 
         ))
         wall = time.monotonic() - started
         after, ended = thread_cpu(), os.times()
-    cpu = {stage: after.get(stage, 0.0) - before.get(stage, 0.0) for stage in after}
-    cpu["process total"] = (ended.user + ended.system) - (process.user + process.system)
+    cpu = {stage: after.get(stage, 0.0) - before.get(stage, 0.0) for stage in STAGES.values()}
+    total = (ended.user + ended.system) - (process.user + process.system)
+    # Native pools (CTranslate2's threads) are unnamed and may come and go within a run, so
+    # they are what the process spent beyond the named stages, not a sum over threads.
+    cpu["native model pools (rest)"] = max(0.0, total - sum(cpu.values()))
+    cpu["process total"] = total
     return RunResult(run, wall, events, cpu)
 
 

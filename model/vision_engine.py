@@ -153,8 +153,8 @@ class VisionEngine:
     def feed(self, state: VisionSession, media: Media) -> None:
         if not isinstance(media, VideoFrame):
             return  # audio is the caption engine's
-        thumb = thumbnail(media.pixels)
-        if SCENE in state.kinds and state.scenes.push(thumb):
+        cut = state.scenes.push(thumbnail(media.pixels))  # always pushed: kinds may change mid-session
+        if cut and SCENE in state.kinds:
             previous = state.last_frame_s if state.last_frame_s is not None else media.start_s
             state.updates.append(
                 InterpretationUpdate(
@@ -163,8 +163,6 @@ class VisionEngine:
                 )
             )
             state.scene_count += 1
-        elif SCENE not in state.kinds:
-            state.scenes.push(thumb)
         state.last_frame_s = media.start_s
         if TEXT in state.kinds and self._reader is not None:
             fine = fine_thumbnail(media.pixels)
@@ -182,9 +180,8 @@ class VisionEngine:
     def finish(self, state: VisionSession) -> StepResult:
         """Read this session's last waiting frame, then close its text."""
         self._collect(wait=True)
-        if state.waiting is not None and not state.closed:
-            frame, thumb = state.waiting
-            state.waiting = None
+        frame = self._take_unread(state) if not state.closed else None
+        if frame is not None:
             self._apply_read(state, frame, self._worker.submit(self._reader.read, frame.pixels).result())
         self._close_text(state)
         return self._result(state)
@@ -200,17 +197,24 @@ class VisionEngine:
             return
         batch = []
         for state in self._sessions_waiting():
-            frame, thumb = state.waiting
-            state.waiting = None
-            if state.read_thumb is not None and same_picture(state.read_thumb, thumb):
-                self._extend_text(state, frame.start_s)  # shows what was read: no OCR
-                continue
-            state.read_thumb = thumb
-            state.reading = True
-            batch.append((state, frame))
+            frame = self._take_unread(state)
+            if frame is not None:
+                state.reading = True
+                batch.append((state, frame))
         if batch:
             self._batch_frames = batch
             self._batch = self._worker.submit(lambda: [self._reader.read(frame.pixels) for _, frame in batch])
+
+    def _take_unread(self, state: VisionSession) -> VideoFrame | None:
+        """The session's waiting frame if it needs reading; one showing what was read only extends the text."""
+        if state.waiting is None:
+            return None
+        (frame, fine), state.waiting = state.waiting, None
+        if state.read_thumb is not None and same_picture(state.read_thumb, fine):
+            self._extend_text(state, frame.start_s)  # shows what was read: no OCR
+            return None
+        state.read_thumb = fine
+        return frame
 
     def _sessions_waiting(self) -> list[VisionSession]:
         return [state for state in self._sessions if state.waiting is not None and not state.reading]

@@ -296,3 +296,14 @@ async def test_container_video_needs_a_container_audio_declaration(server):
         await ws.send(json.dumps({**PCM_START, "video": {"encoding": "container"}}))
         events = await until_ended(ws)
     assert events[0]["code"] == "bad_format" and events[0]["fatal"]
+
+
+async def test_unknown_interpretation_kinds_fail_start_and_are_refused_by_control(server):
+    async with connect(server.url) as ws:
+        await ws.send(json.dumps({**VIDEO_START, "interpretations": ["faces"]}))
+        events = await until_ended(ws)
+    assert events[0]["code"] == "bad_start" and "faces" in events[0]["message"]
+    control = json.dumps({"type": "control", "interpretations": ["faces"]})
+    events = await video_session(server.url, 2.0, [(0.0, jpeg(solid(5)))], middle=[control])
+    assert errors(events) == ["unsupported_control"]
+    assert_survived(events)
