@@ -63,8 +63,10 @@ async def send_frames(ws, frames: list[tuple[float, bytes]]) -> None:
         await ws.send(data)
 
 
-async def video_session(url: str, seconds: float, frames, start=VIDEO_START, middle=()) -> list[dict]:
-    """Audio for `seconds`, frames interleaved at their media times, `middle` messages half-way."""
+async def video_session(url: str, seconds: float, frames, start=VIDEO_START, middle=(), pace_s: float = 0.02) -> list[dict]:
+    """Audio for `seconds`, frames interleaved at their media times, `middle` messages half-way;
+    `pace_s` of wall time after each half second of media, so a loaded machine keeps up and the
+    frames under test are not dropped (latest frames win under load: another test)."""
     pcm = tone_pcm(seconds)
     async with connect(url, max_size=None) as ws:
         await ws.send(json.dumps(start))
@@ -78,6 +80,7 @@ async def video_session(url: str, seconds: float, frames, start=VIDEO_START, mid
                 for message in middle:
                     await ws.send(message)
             await ws.send(pcm[offset : offset + second // 2])
+            await asyncio.sleep(pace_s)
         await send_frames(ws, pending)
         await ws.send(json.dumps({"type": "stop"}))
         return await asyncio.wait_for(until_ended(ws), 30)
@@ -231,7 +234,10 @@ async def test_scene_changes_land_within_one_sampled_frame_of_the_cut():
     start = {**PCM_START, "video": {"encoding": "jpeg", "fps": 4}}
     frames = [(t / 4, jpeg(shown(t / 4))) for t in range(28)]  # 4 fps sent, 1 fps sampled
     async with Server(server_config(), engine) as running:
-        events = await video_session(running.url, 7.0, frames, start=start)
+        # Paced (7 s of media in ~1.4 s) so a loaded machine does not drop the frames at a cut:
+        # dropping under load is the rule, but this test is about where cuts land.
+        events = await video_session(running.url, 7.0, frames, start=start, pace_s=0.1)
+    assert of_type(events, "stats") == [] or of_type(events, "stats")[-1]["frames_dropped"] == 0
     scenes = of_type(events, "interpretation.final")
     assert [s["kind"] for s in scenes] == ["scene", "scene"]
     for scene, cut in zip(scenes, cuts):
