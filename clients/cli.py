@@ -15,6 +15,7 @@ explained on stderr (bad file, no server, a fatal server error), 2 bad arguments
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Coroutine
 
+from patchstream.clients.frame_reader import JpegFrameReader, has_video
 from patchstream.clients.stream_client import (
     ClientError,
     ReceivedEvent,
@@ -39,6 +41,7 @@ from patchstream.clients.terminal import TerminalRenderer
 from patchstream.streaming.app import (
     BUNDLED_MODELS,
     ENGINE_NAMES,
+    VISION_PARTS,
     EngineChoice,
     EngineError,
     LimitsConfig,
@@ -65,6 +68,8 @@ class CaptionJob:
     vtt: str | None  # write finals as WebVTT here
     srt: str | None  # write finals as SRT here
     language: str = "en"  # `start.language`: what is spoken (other than English needs --model base)
+    video: bool = True  # stream the file's video too, when it has a video track
+    video_fps: float = 1.0  # JPEG frames per media second sent
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument(
         "--language", default="en",
         help="language spoken, e.g. en, de, fr (default en; tiny.en is English-only, --model base is multilingual)",
+    )
+    caption.add_argument(
+        "--no-video", action="store_true",
+        help="send only the audio (default: a file's video goes too, as JPEG frames, for interpretations)",
+    )
+    caption.add_argument(
+        "--video-fps", type=float, default=1.0, metavar="FPS",
+        help="video frames per second sent (default %(default)s; the server samples to its engine's rate)",
     )
     _add_engine_arguments(caption, default=None)
     caption.set_defaults(handler=_caption_command)
@@ -127,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--fast", action="store_true", help="send as fast as the server keeps up")
     demo.add_argument("--vtt", metavar="PATH", help="write the final captions as WebVTT")
+    demo.add_argument(
+        "--video", action="store_true",
+        help="a synthetic talk instead: slides with text (Pillow) and eSpeak speech, as an MP4; "
+        "captions and interpretations (on-screen text, scene changes) live",
+    )
     _add_engine_arguments(demo, default=DEFAULT_ENGINE)
     demo.set_defaults(handler=_demo_command)
     return parser
@@ -146,6 +164,20 @@ def _add_engine_arguments(parser: argparse.ArgumentParser, default: str | None) 
     model.add_argument(
         "--model-path", metavar="DIR", help="local model directory: CTranslate2 for whisper, a Gemma 4 checkpoint for gemma4 (default: a bundled --model)"
     )
+    parser.add_argument(
+        "--vision", default="auto", type=_vision_parts, metavar="PARTS",
+        help="interpretations from video beside the captions: comma-separated ocr (on-screen text, "
+        "needs the `vision` extra), scenes (scene changes); auto (default: scenes, and ocr when "
+        "installed) or none",
+    )
+
+
+def _vision_parts(text: str) -> tuple[str, ...]:
+    parts = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = set(parts) - {*VISION_PARTS, "auto", "none"}
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join((*VISION_PARTS, 'auto', 'none'))}")
+    return parts
 
 
 def _positive_int(text: str) -> int:
@@ -163,17 +195,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             "--engine, --model and --model-path pick the in-process server's engine; drop them with --url"
         )
+    if args.command == "caption" and args.video_fps <= 0:
+        parser.error("--video-fps must be above 0")
     return args.handler(args)
 
 
 def _engine_choice(args: argparse.Namespace) -> EngineChoice:
-    return EngineChoice(name=args.engine or DEFAULT_ENGINE, model_path=args.model_path or args.model)
+    return EngineChoice(
+        name=args.engine or DEFAULT_ENGINE, model_path=args.model_path or args.model, vision=args.vision
+    )
 
 
 def _caption_command(args: argparse.Namespace) -> int:
     job = CaptionJob(
         file=args.file, url=args.url, engine=_engine_choice(args), fast=args.fast,
         json_lines=args.json, vtt=args.vtt, srt=args.srt, language=args.language,
+        video=not args.no_video, video_fps=args.video_fps,
     )
     return run_async(lambda: caption(job))
 
@@ -198,6 +235,8 @@ def _demo_command(args: argparse.Namespace) -> int:
         print("patchstream: the demo needs eSpeak NG: pip install espeakng-loader "
               "(or apt-get install espeak-ng)", file=sys.stderr)
         return EXIT_FAILED
+    if args.video:
+        return _video_demo(args)
     print(f"Synthesizing {args.sentences} sentence(s) with eSpeak NG…", file=sys.stderr)
     script = speech.corpus_script(args.sentences)
     with tempfile.TemporaryDirectory(prefix="patchstream-demo-") as folder:
@@ -205,11 +244,33 @@ def _demo_command(args: argparse.Namespace) -> int:
         write_wav(wav, script.samples)
         print(f"\nReference text ({script.duration:.1f} s of speech):\n  {script.text}\n")
         print("Live captions (partials update in place, finals print with their media times):\n")
-        job = CaptionJob(
-            file=str(wav), url=None, engine=_engine_choice(args), fast=args.fast,
-            json_lines=False, vtt=args.vtt, srt=None,
-        )
-        return run_async(lambda: caption(job))
+        return _caption_demo_file(wav, args)
+
+
+def _caption_demo_file(path: Path, args: argparse.Namespace) -> int:
+    """Caption a demo's generated file through an in-process server."""
+    job = CaptionJob(
+        file=str(path), url=None, engine=_engine_choice(args), fast=args.fast,
+        json_lines=False, vtt=args.vtt, srt=None,
+    )
+    return run_async(lambda: caption(job))
+
+
+def _video_demo(args: argparse.Namespace) -> int:
+    try:
+        from patchstream.clients import talk_video  # noqa: PLC0415 - needs Pillow (the `vision` extra)
+
+        print("Rendering slides and synthesizing their sentences with eSpeak NG…", file=sys.stderr)
+        talk = talk_video.make_talk()
+    except ImportError:
+        print("patchstream: demo --video renders slides with Pillow: pip install -e '.[vision]'", file=sys.stderr)
+        return EXIT_FAILED
+    with tempfile.TemporaryDirectory(prefix="patchstream-demo-") as folder:
+        video = Path(folder) / "talk.mp4"
+        talk_video.write_talk(talk, video)
+        print(f"\nA {talk.duration_s:.0f} s talk of {len(talk.slide_texts)} slides. Spoken:\n  {talk.spoken}\n")
+        print("Live captions and interpretations (<text> on screen, <scene> changes):\n")
+        return _caption_demo_file(video, args)
 
 
 def run_async(make: Callable[[], Coroutine[None, None, int]]) -> int:
@@ -251,18 +312,25 @@ async def _caption_file(job: CaptionJob, on_event: Callable[[ReceivedEvent], Non
     info = reader.info
     length = f", {info.duration_s:.1f} s" if info.duration_s else ""
     described = f"{info.codec}, {info.sample_rate} Hz, {info.channels} ch{length}"
+    frames = None
+    if job.video and has_video(job.file):
+        frames = JpegFrameReader(job.file, job.video_fps)
+        described += f"; video as JPEG at {job.video_fps:g} fps"
     print(f"patchstream: {info.path}: {described}", file=sys.stderr)
+    options = StreamOptions(url=job.url or "", fast=job.fast, language=job.language, video_fps=job.video_fps)
     try:
         if job.url:
-            return await stream_reader(reader, StreamOptions(url=job.url, fast=job.fast, language=job.language), on_event)
+            return await stream_reader(reader, options, on_event, frames)
         print(
             f"patchstream: starting an in-process server ({job.engine.name} engine)…",
             file=sys.stderr,
         )
         async with serve_in_process(ServerConfig(host="127.0.0.1", port=0), job.engine) as server:
-            return await stream_reader(reader, StreamOptions(url=server.url, fast=job.fast, language=job.language), on_event)
+            return await stream_reader(reader, dataclasses.replace(options, url=server.url), on_event, frames)
     finally:
         reader.close()
+        if frames is not None:
+            frames.close()
 
 
 def _print_json_line(received: ReceivedEvent) -> None:

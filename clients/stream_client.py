@@ -4,7 +4,9 @@ It is: a file reader that decodes any audio or video file PyAV opens to 16 kHz m
 lazily, one second at a time on a worker thread (hour-long files never sit in memory and never
 block the event loop), and `stream_file`, which opens a websocket to `/v1/stream`, sends `start`,
 sends the audio in 100 ms frames paced like a live capture (or as fast as the server keeps up),
-receives events concurrently, sends `stop` at the end and returns when `ended` arrives. Every
+with the file's video (when asked for) as JPEG frames (`frame_reader.py`) interleaved by media
+time, each after its `frame` message, receives events concurrently, sends `stop` at the end and
+returns when `ended` arrives. Every
 event goes to a callback with its client-side receive time. See docs/protocol.md.
 
 It is not: a renderer (`clients/terminal.py`), a subtitle writer (`clients/subtitles.py`) or a
@@ -32,11 +34,14 @@ from websockets.exceptions import (
     InvalidURI,
 )
 
+from patchstream.clients.frame_reader import JpegFrameReader
 from patchstream.streaming.protocol import (
     AudioFormat,
+    FrameMessage,
     ParsedEvent,
     StartMessage,
     StopMessage,
+    VideoFormat,
     control_to_json,
     parse_event,
     samples_to_seconds,
@@ -96,6 +101,8 @@ class StreamOptions:
     # would be dropped. Without `stats` there is no report, and fast mode relies on TCP alone.
     fast_max_ahead_s: float = 15.0
     open_timeout_s: float = 10.0  # connect + websocket handshake
+    video_fps: float = 1.0  # JPEG frames per media second sent when the stream has video
+    interpretations: tuple[str, ...] | None = None  # `start.interpretations`; None = all the engine offers
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,7 @@ class StreamResult:
 
     ended: dict  # the `ended` event's fields (reason, audio_received_s, captions)
     finals: tuple[dict, ...]  # every `caption.final` event's fields, in order
+    interpretations: tuple[dict, ...]  # every `interpretation.final` event's fields, in order
     warnings: tuple[dict, ...]  # non-fatal `error` events' fields
     audio_sent_s: float  # media seconds of audio sent
 
@@ -257,8 +265,8 @@ def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int = WIRE_SAM
             container.mux(packet)
 
 
-def start_message(options: StreamOptions) -> str:
-    """The `start` message for the PCM this client sends."""
+def start_message(options: StreamOptions, video: bool = False) -> str:
+    """The `start` message for the PCM (and the JPEG frames, with `video`) this client sends."""
     return control_to_json(
         StartMessage(
             audio=AudioFormat("pcm_s16le", sample_rate=WIRE_SAMPLE_RATE, channels=1),
@@ -266,6 +274,8 @@ def start_message(options: StreamOptions) -> str:
             prompt=options.prompt,
             interim_results=options.interim_results,
             stats=options.stats,
+            video=VideoFormat("jpeg", options.video_fps) if video else None,
+            interpretations=options.interpretations if video else None,
         )
     )
 
@@ -291,9 +301,10 @@ async def stream_file(
 
 
 async def stream_reader(
-    reader: PcmFileReader, options: StreamOptions, on_event: EventCallback
+    reader: PcmFileReader, options: StreamOptions, on_event: EventCallback, frames: JpegFrameReader | None = None
 ) -> StreamResult:
-    """`stream_file` for an already opened reader (the caller closes it)."""
+    """`stream_file` for an already opened reader (the caller closes it); with `frames`, the
+    video too (the caller closes that reader as well)."""
     try:
         # No permessage-deflate: PCM barely compresses and the CPU is better left to the model.
         websocket = await connect(
@@ -305,7 +316,7 @@ async def stream_reader(
     except (OSError, TimeoutError, InvalidURI, InvalidHandshake) as error:
         raise ConnectError(f"cannot connect to {options.url}: {_connect_reason(error)}") from None
     async with websocket:
-        return await _Session(websocket, reader, options, on_event).run()
+        return await _Session(websocket, reader, options, on_event, frames).run()
 
 
 def _connect_reason(error: BaseException) -> str:
@@ -332,9 +343,11 @@ class _Session:
         reader: PcmFileReader,
         options: StreamOptions,
         on_event: EventCallback,
+        frames: JpegFrameReader | None = None,
     ):
         self._ws = websocket
         self._reader = reader
+        self._frames = frames  # the video's JPEG frames; None: audio only
         self._options = options
         self._on_event = on_event
         self._origin: float | None = None  # monotonic time of the first event: media time 0 here
@@ -344,11 +357,12 @@ class _Session:
         self._stats_silent = False  # no stats within STATS_SILENCE_S: stop pacing by them
         self._sent_samples = 0
         self._finals: list[dict] = []
+        self._interpretations: list[dict] = []
         self._warnings: list[dict] = []
         self._fatal: dict | None = None
 
     async def run(self) -> StreamResult:
-        await self._ws.send(start_message(self._options))
+        await self._ws.send(start_message(self._options, video=self._frames is not None))
         receiver = asyncio.create_task(self._receive())
         sender = asyncio.create_task(self._send_audio())
         try:
@@ -392,6 +406,8 @@ class _Session:
             self._ready.set()
         elif event.type == "caption.final":
             self._finals.append(fields)
+        elif event.type == "interpretation.final":
+            self._interpretations.append(fields)
         elif event.type == "stats":
             self._processed_s = float(fields.get("audio_processed_s", 0.0))
             self._stats_seen.set()
@@ -413,6 +429,7 @@ class _Session:
         return StreamResult(
             ended=ended.fields,
             finals=tuple(self._finals),
+            interpretations=tuple(self._interpretations),
             warnings=tuple(self._warnings),
             audio_sent_s=samples_to_seconds(self._sent_samples, WIRE_SAMPLE_RATE),
         )
@@ -428,9 +445,19 @@ class _Session:
             upcoming = loop.run_in_executor(None, self._reader.read, READ_BATCH_FRAMES)
             for frame in frames:
                 await self._pace(len(frame) // BYTES_PER_SAMPLE)
+                await self._send_video(samples_to_seconds(self._sent_samples + len(frame) // BYTES_PER_SAMPLE, WIRE_SAMPLE_RATE))
                 await self._ws.send(frame)
                 self._sent_samples += len(frame) // BYTES_PER_SAMPLE
+        await self._send_video(float("inf"))
         await self._ws.send(control_to_json(StopMessage()))
+
+    async def _send_video(self, until_s: float) -> None:
+        """The video frames shown before media time `until_s`: a `frame` message, then the JPEG."""
+        if self._frames is None:
+            return
+        for frame in await asyncio.get_running_loop().run_in_executor(None, self._frames.read, until_s):
+            await self._ws.send(control_to_json(FrameMessage(frame.time_s)))
+            await self._ws.send(frame.data)
 
     async def _pace(self, frame_samples: int) -> None:
         """Wait until this frame may go: when a live capture would have it, or fast-mode room."""

@@ -4,7 +4,9 @@ It is: a renderer fed `ReceivedEvent`s by `clients/cli.py`. On a TTY the newest
 `caption.partial` is drawn on the last line (carriage return + clear to end of line) and
 replaced when the next arrives; each `caption.final` is printed as its own line,
 `[mm:ss.mmm → mm:ss.mmm] text`. Anywhere else (a pipe, a file, CI logs) partials are skipped
-so the output is only the finals. Non-fatal server errors go to stderr as warnings.
+so the output is only the finals. Interpretations print beside the captions, once each, when
+they first arrive (partial or final): `[mm:ss.mmm] <kind> text`, lines joined by " / ".
+Non-fatal server errors go to stderr as warnings.
 
 It is not: the JSON output (`--json` prints events in `cli.py`), a subtitle writer, or a full-
 screen UI; it never moves the cursor above the current line.
@@ -29,6 +31,13 @@ def final_line(fields: dict) -> str:
     start = timestamp(float(fields["start"]), with_hours=False)
     end = timestamp(float(fields["end"]), with_hours=False)
     return f"[{start} → {end}] {fields['text']}"
+
+
+def interpretation_line(fields: dict) -> str:
+    """`[mm:ss.mmm] <kind> text` for an interpretation event's fields (its lines joined by " / ")."""
+    start = timestamp(float(fields["start"]), with_hours=False)
+    text = " / ".join(line for line in str(fields.get("text", "")).splitlines() if line.strip())
+    return f"[{start}] <{fields.get('kind')}> {text}"
 
 
 def fit_width(text: str, columns: int) -> str:
@@ -58,6 +67,7 @@ class TerminalRenderer:
     def __init__(self, options: TerminalOptions):
         self._options = options
         self._partial_shown = False  # a partial occupies the current line
+        self._interpretations_shown: set[str] = set()  # ids already printed (each prints once)
 
     @classmethod
     def for_stdout(cls) -> TerminalRenderer:
@@ -73,6 +83,11 @@ class TerminalRenderer:
         elif received.type == "caption.final":
             self._clear_partial()
             self._write(final_line(fields) + "\n")
+        elif received.type in ("interpretation.partial", "interpretation.final"):
+            if fields.get("interpretation_id") not in self._interpretations_shown:
+                self._interpretations_shown.add(fields.get("interpretation_id"))
+                self._clear_partial()
+                self._write(interpretation_line(fields) + "\n")
         elif received.type == "error" and not fields.get("fatal"):
             # Fatal errors end the stream and are reported by the caller with the exit status.
             self._clear_partial()

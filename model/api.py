@@ -66,6 +66,8 @@ class EngineSpec:
     video_fps: float = 0.0  # most video frames per media second it wants (0 without VIDEO)
     max_batch: int = 1  # how many sessions one `step` call can advance together
     min_step_samples: int = 0  # new audio a session needs before another `step` is useful
+    frame_soft_tokens: int = 70  # Gemma 4 soft-token budget each video frame is resized to (48 px patches)
+    interpretations: frozenset[str] = frozenset()  # interpretation kinds it can emit ("text", "scene", ...)
 
     def __post_init__(self) -> None:
         if (MediaKind.VIDEO in self.media) != (self.video_fps > 0):
@@ -82,6 +84,7 @@ class SessionOptions:
     task: str = "transcribe"  # "transcribe" for captions
     prompt: str = ""  # domain words or context that bias recognition
     instruction: str = ""  # what to interpret beside captions ("describe the scene"); "" = none
+    interpretations: frozenset[str] | None = None  # kinds wanted; None = every kind the engine offers
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class SessionControl:
 
     prompt: str | None = None  # new bias words, replacing the old ones
     instruction: str | None = None  # new interpretation instruction ("" stops interpreting)
+    interpretations: frozenset[str] | None = None  # new set of kinds wanted (empty: none)
 
 
 @dataclass(frozen=True)
@@ -117,8 +121,10 @@ class AudioChunk:
 class VideoFrame:
     """One whole video frame with its media time (on the audio clock: 16 kHz samples)."""
 
-    pixels: np.ndarray  # uint8 (H, W, 3) RGB
+    pixels: np.ndarray  # uint8 (H, W, 3) RGB; from the server: H, W multiples of PATCH_PX, within the budget
     start_sample: int  # media time the frame is shown, in samples at 16 kHz since stream start
+    positions: np.ndarray | None = None  # int64 (H/48 * W/48, 2): (x, y) of each 48 px patch, row-major
+    source_size: tuple[int, int] | None = None  # (height, width) before the resize; None = not resized
 
     @property
     def start_s(self) -> float:
@@ -166,6 +172,7 @@ class InterpretationUpdate:
     end: float  # media seconds of the last media it covers
     final: bool  # True: closed, never revised
     kind: str  # what was asked for, e.g. "description"; engines name their kinds
+    frame_times: tuple[float, ...] = ()  # media seconds of the video frames it was made from
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,7 @@ class StepResult:
 
     captions: CaptionUpdate = CaptionUpdate()  # transcript changes (empty for a silent step)
     interpretations: tuple[InterpretationUpdate, ...] = ()  # interpretation changes, in order
+    dropped_frames: int = 0  # video frames the engine skipped since the last result (latest frame wins)
 
     @property
     def processed_until(self) -> float:
@@ -223,3 +231,4 @@ class EngineChoice:
     name: str = "whisper"  # a name in `model.engines.ENGINES`
     model_path: str | None = None  # local weights directory or a bundled model's name ("base"); None = the default
     options: dict = field(default_factory=dict)  # engine-specific knobs (threads, beam size, ...)
+    vision: tuple[str, ...] = ()  # interpretation engines composed beside it ("ocr", "scenes"); () = none

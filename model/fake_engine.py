@@ -44,7 +44,7 @@ class FakeEngineConfig:
     commit_delay_s: float = 0.2  # audio after a burst's end before its word is committed
     min_step_s: float = 0.12  # new audio per step the server should wait for
     max_batch: int = 4  # sessions per step (the fake has no real batching, but honours the API)
-    video_fps: float = 2.0  # video frames per media second it asks the server for
+    video_fps: float = 2.0  # video frames per media second it asks the server for; 0 = audio only
 
 
 @dataclass
@@ -75,8 +75,9 @@ class FakeEngine:
         self.config = config
         self.spec = EngineSpec(
             name="fake",
-            media=frozenset({MediaKind.AUDIO, MediaKind.VIDEO}),
+            media=frozenset({MediaKind.AUDIO, MediaKind.VIDEO} if config.video_fps > 0 else {MediaKind.AUDIO}),
             video_fps=config.video_fps,
+            interpretations=frozenset({"description"} if config.video_fps > 0 else ()),
             max_batch=config.max_batch,
             min_step_samples=seconds_to_samples(config.min_step_s) // SAMPLES_PER_AUDIO_TOKEN * SAMPLES_PER_AUDIO_TOKEN,
         )
@@ -128,7 +129,7 @@ class FakeEngine:
             text = f"{state.instruction or 'describe'}: frame {index}, {width}x{height}, mean {frame.pixels.mean():.0f}"
             closed = final or index < len(state.frames) - 1
             time = frame.start_s
-            updates.append(InterpretationUpdate(f"v{index}", text, time, time, closed, "description"))
+            updates.append(InterpretationUpdate(f"v{index}", text, time, time, closed, "description", (time,)))
         state.frames_final = len(state.frames) if final else max(state.frames_final, len(state.frames) - 1)
         return tuple(updates)
 

@@ -137,6 +137,8 @@ class Gemma4Engine:
             name=f"gemma4 ({model.config.text.num_hidden_layers} layers)",
             media=frozenset({MediaKind.AUDIO, MediaKind.VIDEO}),
             video_fps=config.video_fps,
+            frame_soft_tokens=config.frame_soft_tokens,  # the server resizes frames to this budget
+            interpretations=frozenset({INTERPRETATION_KIND}),
             max_batch=config.max_batch,
             min_step_samples=SAMPLES_PER_AUDIO_TOKEN * max(1, int(config.emit_every_s * AUDIO_TOKENS_PER_S) // 5),
         )

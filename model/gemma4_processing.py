@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from patchstream.model.api import PATCH_PX, SAMPLE_RATE, SAMPLES_PER_AUDIO_TOKEN
+# The size rule and patch positions are shared with the server's frame patchifier (torch-free).
+from patchstream.model.patch_grid import SOFT_TOKEN_BUDGETS, TEACHER_PATCH_PX, check_budget, fit_to_budget, patch_positions  # noqa: F401
 
 # ---------------------------------------------------------------------------------------------
 # Constants (units in the names or comments)
@@ -41,8 +43,6 @@ from patchstream.model.api import PATCH_PX, SAMPLE_RATE, SAMPLES_PER_AUDIO_TOKEN
 
 RGB_CHANNELS = 3
 PATCH_VALUES = PATCH_PX * PATCH_PX * RGB_CHANNELS  # 6912 raw values per 48x48 RGB patch
-TEACHER_PATCH_PX = 16  # transformers sizes images in 16 px "teacher" patches, merged 3x3 into one 48 px patch
-SOFT_TOKEN_BUDGETS = (70, 140, 280, 560, 1120)  # the only vision budgets (soft tokens per image/frame) allowed
 IMAGE_SOFT_TOKENS = 280  # default budget per image
 VIDEO_FRAME_SOFT_TOKENS = 70  # default budget per video frame
 VIDEO_NUM_FRAMES = 32  # frames transformers samples from a clip by default
@@ -124,36 +124,6 @@ class ImagePatches:
     num_soft_tokens: tuple[int, ...]  # real patches per image (the rest is padding)
 
 
-def _check_budget(max_soft_tokens: int) -> None:
-    if max_soft_tokens not in SOFT_TOKEN_BUDGETS:
-        raise ValueError(f"max_soft_tokens must be one of {SOFT_TOKEN_BUDGETS}, got {max_soft_tokens}")
-
-
-def fit_to_budget(height: int, width: int, max_soft_tokens: int) -> tuple[int, int]:
-    """(height, width) in pixels, multiples of 48, that keep the aspect ratio and fill the budget.
-
-    transformers' `get_aspect_ratio_preserving_size`, same float operations: the target area is
-    budget x 9 teacher patches of 16x16 px, each side is floored to a multiple of 48, and a side
-    that floors to 0 becomes 48 with the other capped at budget x 48. Small images are upscaled.
-    """
-    _check_budget(max_soft_tokens)
-    pooling = PATCH_PX // TEACHER_PATCH_PX
-    target_px = max_soft_tokens * pooling**2 * TEACHER_PATCH_PX**2
-    factor = math.sqrt(target_px / (height * width))
-    new_h = int(math.floor(factor * height / PATCH_PX)) * PATCH_PX
-    new_w = int(math.floor(factor * width / PATCH_PX)) * PATCH_PX
-    if new_h == 0 and new_w == 0:
-        raise ValueError(f"cannot fit a {height}x{width} image into whole {PATCH_PX} px patches")
-    longest_side = max_soft_tokens * PATCH_PX
-    if new_h == 0:
-        new_h, new_w = PATCH_PX, min(int(math.floor(width / height)) * PATCH_PX, longest_side)
-    elif new_w == 0:
-        new_h, new_w = min(int(math.floor(height / width)) * PATCH_PX, longest_side), PATCH_PX
-    if new_h * new_w > target_px:
-        raise ValueError(f"{height}x{width} resized to {new_h}x{new_w} exceeds {max_soft_tokens} soft tokens")
-    return new_h, new_w
-
-
 def _to_rgb_chw(image: np.ndarray) -> torch.Tensor:
     # (H, W) / (H, W, 1) greyscale is repeated to RGB, as torchvision's grayscale_to_rgb does.
     # RGBA is refused: transformers composites it onto white in float, which we do not reproduce.
@@ -201,8 +171,7 @@ def _patches_and_positions(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     x = pixels.reshape(*lead, c, rows, PATCH_PX, cols, PATCH_PX)
     x = x.permute(*range(len(lead)), -4, -2, -3, -1, -5)  # (..., rows, cols, 48, 48, C)
     patches = x.reshape(*lead, rows * cols, PATCH_VALUES)
-    ys, xs = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
-    positions = torch.stack([xs, ys], dim=-1).reshape(rows * cols, 2)
+    positions = torch.from_numpy(patch_positions(h, w))
     return patches, positions
 
 
@@ -529,8 +498,8 @@ class Gemma4Processor:
         image_soft_tokens: int = IMAGE_SOFT_TOKENS,
         video_frame_soft_tokens: int = VIDEO_FRAME_SOFT_TOKENS,
     ):
-        _check_budget(image_soft_tokens)
-        _check_budget(video_frame_soft_tokens)
+        check_budget(image_soft_tokens)
+        check_budget(video_frame_soft_tokens)
         self.tokenizer = tokenizer
         self.tokens = tokenizer.tokens
         self.image_soft_tokens = image_soft_tokens  # budget per image

@@ -7,6 +7,13 @@ size and returns `DecodedAudio`: planar float32 at 16 kHz, channels kept apart (
 agent/customer stereo), stamped with the media time of its first sample. All decoding and
 resampling is PyAV's (`av.AudioResampler`); there is no hand-written resampler here.
 
+A container session that declared `"video": {"encoding": "container"}` also gets the container's
+first video track: the demux thread decodes it, keeps the frames due at the engine's rate
+(`frames.FrameSampler`), patchifies them (`video_decode.patchify`) on the audio's clock and holds
+them for `take_frames` — at most `MAX_WAITING_FRAMES`, the oldest dropped first (counted in
+`frames_dropped`), since a frame is worth less than the audio beside it. A video track larger
+than `VideoOptions.max_pixels` is ignored (never decoded); the audio goes on.
+
 It is not async and holds no sockets: the session calls `decode`/`flush` off the event loop (in an
 executor), one call at a time. It does not cut audio into model frames (`chunker.py` does) and
 does not downmix (the chunker builds the mono mix from the channels kept here).
@@ -30,8 +37,13 @@ import av
 import numpy as np
 
 from patchstream.model.api import SAMPLE_RATE, seconds_to_samples
+from patchstream.model.api import VideoFrame
 from patchstream.streaming.chunker import DecodedAudio
+from patchstream.streaming.frames import FrameSampler
 from patchstream.streaming.protocol import ALLOWED_DEMUXERS, MAX_CHANNELS, RAW_ENCODINGS, AudioFormat, CodedError, ErrorCode
+from patchstream.streaming.video_decode import patchify
+
+MAX_WAITING_FRAMES = 2  # container video frames decoded but not yet collected; the oldest goes first
 
 # Raw encodings of the protocol -> (PyAV decoder name, bytes per sample per channel).
 _RAW_CODECS: dict[str, tuple[str, int]] = {
@@ -89,6 +101,15 @@ class DecoderConfig:
             self.decode_wait_s, self.flush_timeout_s, self.close_join_s, self.resync_tolerance_s
         ) < 0:
             raise ValueError(f"invalid decoder config: {self}")
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """What to do with a container's video track (None in `AudioDecoder`: ignore it)."""
+
+    fps: float  # frames per media second to keep (the engine's rate)
+    soft_tokens: int  # per-frame budget the kept frames are resized to
+    max_pixels: int  # a larger video track is not decoded at all
 
 
 # Demuxer options for live input. Without them FFmpeg reads up to 5 MB / 5 s before it returns
@@ -250,9 +271,12 @@ class _ContainerSource:
     `decode_wait_s`. Decoded audio waits in `_outputs` until a call collects it.
     """
 
-    def __init__(self, fmt: AudioFormat, config: DecoderConfig) -> None:
+    def __init__(self, fmt: AudioFormat, config: DecoderConfig, video: VideoOptions | None = None) -> None:
         self._fmt = fmt
         self._config = config
+        self._video = video
+        self._frames: list[VideoFrame] = []  # decoded video frames not yet collected (MAX_WAITING_FRAMES)
+        self.frames_dropped = 0  # frames pushed out of `_frames` before collection
         self._cond = threading.Condition()
         # Undecoded bytes; bounded by config.max_pending_bytes: a write that would exceed it is
         # refused with INPUT_TOO_LARGE (a container stream cannot skip bytes, so nothing is dropped
@@ -328,6 +352,18 @@ class _ContainerSource:
                 break
             self._cond.wait(remaining)
         return collected + self._take_outputs()
+
+    def take_frames(self) -> list[VideoFrame]:
+        with self._cond:
+            frames, self._frames = self._frames, []
+            return frames
+
+    def _emit_frame(self, frame: VideoFrame) -> None:
+        with self._cond:
+            self._frames.append(frame)
+            if len(self._frames) > MAX_WAITING_FRAMES:
+                del self._frames[0]
+                self.frames_dropped += 1
 
     def _take_outputs(self) -> list[DecodedAudio]:
         out, self._outputs, self._backlog_samples = self._outputs, [], 0
@@ -427,13 +463,18 @@ class _ContainerSource:
             if not container.streams.audio:
                 raise DecodeError(DECODE_FAILED, f"the {self._describe()} stream has no audio track")
             stream = container.streams.audio[0]
+            video = self._video_stream(container)
             with self._cond:
                 self._opened = True
             clock: _ClockedResampler | None = None
             origin: int | None = None  # the first timestamp: media time 0 of the session
-            for packet in container.demux(stream):
+            sampler = FrameSampler(self._video.fps) if video is not None else None
+            for packet in container.demux(*[s for s in (stream, video) if s is not None]):
                 if self._aborted:
                     return
+                if packet.stream is video:
+                    origin = self._video_packet(packet, origin, sampler)
+                    continue
                 for frame in packet.decode():  # the final empty packet flushes the decoder
                     if clock is None:
                         # The first frame fixes the session's channel count (beyond 8: a 7.1 downmix).
@@ -444,10 +485,35 @@ class _ContainerSource:
                     if start is not None:
                         # Streams may start at any timestamp (MPEG-TS: hours); captions count from 0.
                         origin = start if origin is None else origin
-                        start -= origin
+                        start = max(0, start - origin)
                     self._emit(clock.push(frame, start))
             if clock is not None:
                 self._emit(clock.flush())
+
+
+    def _video_stream(self, container: av.container.InputContainer) -> av.VideoStream | None:
+        """The video track to decode, if the session asked for one and it is not too large."""
+        if self._video is None or not container.streams.video:
+            return None
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width * height > self._video.max_pixels:
+            return None  # a bomb-sized track: never decoded (the audio is still captioned)
+        return stream
+
+    def _video_packet(self, packet: av.Packet, origin: int | None, sampler: FrameSampler) -> int | None:
+        """Decode one video packet; keep, patchify and hold the frames due. Returns the origin."""
+        for frame in packet.decode():
+            time_base = frame.time_base or packet.stream.time_base
+            if frame.pts is None or not time_base:
+                continue
+            start = _to_16k(frame.pts, time_base)
+            origin = start if origin is None else origin  # the first timestamp of either track is time 0
+            start = max(0, start - origin)
+            if frame.width * frame.height > self._video.max_pixels or not sampler.admit(start):
+                continue
+            self._emit_frame(patchify(frame, start, self._video.soft_tokens))
+        return origin
 
 
 class _Reader:
@@ -469,7 +535,9 @@ class AudioDecoder:
     call raises the same error.
     """
 
-    def __init__(self, fmt: AudioFormat, config: DecoderConfig = DecoderConfig()) -> None:
+    def __init__(
+        self, fmt: AudioFormat, config: DecoderConfig = DecoderConfig(), video: VideoOptions | None = None
+    ) -> None:
         if fmt.container is not None and not _is_demuxer(fmt.container):
             raise DecodeError(BAD_FORMAT, f"container {fmt.container!r} is not available in this server's FFmpeg")
         self.format = fmt
@@ -478,7 +546,7 @@ class AudioDecoder:
             clock = _ClockedResampler(fmt.channels, _tolerance_samples(config))
             self._source: _RawSource | _ContainerSource = _RawSource(fmt, clock)
         else:
-            self._source = _ContainerSource(fmt, config)
+            self._source = _ContainerSource(fmt, config, video)
         self._closed = False
         self._flushed = False
         self._error: DecodeError | None = None
@@ -500,6 +568,15 @@ class AudioDecoder:
             )
             raise self._error
         return self._guard(lambda: self._source.decode(data))
+
+    def take_frames(self) -> list[VideoFrame]:
+        """Video frames decoded (container video only) since the last call, in media-time order."""
+        return self._source.take_frames() if isinstance(self._source, _ContainerSource) else []
+
+    @property
+    def frames_dropped(self) -> int:
+        """Container video frames dropped because nobody collected them in time."""
+        return self._source.frames_dropped if isinstance(self._source, _ContainerSource) else 0
 
     def flush(self) -> list[DecodedAudio]:
         """End of stream: return the rest (resampler tail included). Further decode calls fail."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from patchstream.streaming.protocol import CaptionPartial, Event, Interpretation, Stats
+from patchstream.streaming.protocol import CaptionPartial, Event, InterpretationPartial, Stats
 
 
 class OutboxOverflow(Exception):
@@ -28,17 +28,13 @@ def _supersedes(new: Event, queued: Event) -> bool:
         return isinstance(queued, Stats)
     if isinstance(new, CaptionPartial):
         return isinstance(queued, CaptionPartial) and queued.caption_id == new.caption_id
-    if isinstance(new, Interpretation) and not new.final:
-        return (
-            isinstance(queued, Interpretation)
-            and not queued.final
-            and queued.interpretation_id == new.interpretation_id
-        )
+    if isinstance(new, InterpretationPartial):
+        return isinstance(queued, InterpretationPartial) and queued.interpretation_id == new.interpretation_id
     return False
 
 
 def _droppable(event: Event) -> bool:
-    return isinstance(event, (CaptionPartial, Stats)) or (isinstance(event, Interpretation) and not event.final)
+    return isinstance(event, (CaptionPartial, InterpretationPartial, Stats))
 
 
 class Outbox:

@@ -4,7 +4,7 @@ The engine decides which words are committed; this module decides how committed 
 into captions a person reads: a caption closes at the end of a sentence, at a pause, or when it
 grows past what fits on two caption lines. It takes `CaptionUpdate`s and returns events; it never
 sees the network or the model. An engine's interpretation updates need no grouping: they become
-`interpretation` events one to one (`interpretation_event`).
+`interpretation.partial` / `interpretation.final` events one to one (`interpretation_event`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from patchstream.model.api import SENTENCE_END, CaptionUpdate, InterpretationUpdate, Word
-from patchstream.streaming.protocol import CaptionFinal, CaptionPartial, Interpretation, WordTiming
+from patchstream.streaming.protocol import CaptionFinal, CaptionPartial, InterpretationFinal, InterpretationPartial, WordTiming
 
 
 @dataclass(frozen=True)
@@ -111,13 +111,14 @@ class CaptionPolicy:
         )
 
 
-def interpretation_event(update: InterpretationUpdate) -> Interpretation:
+def interpretation_event(update: InterpretationUpdate) -> InterpretationPartial | InterpretationFinal:
     """The wire event of one interpretation update."""
-    return Interpretation(
+    event = InterpretationFinal if update.final else InterpretationPartial
+    return event(
         interpretation_id=update.interpretation_id,
         kind=update.kind,
         text=update.text,
         start=update.start,
         end=update.end,
-        final=update.final,
+        frame_times=update.frame_times,
     )

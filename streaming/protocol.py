@@ -27,6 +27,7 @@ NATIVE_STREAM_PATH = "/v1/stream"  # websocket endpoint of the native protocol
 HEALTH_PATH = "/healthz"  # plain HTTP GET: 200 once the engine is warm
 MAX_CONTROL_BYTES = 64 * 1024  # a control message larger than this is not a control message
 MAX_PROMPT_CHARS = 2_000  # bias text; longer prompts only slow decoding down
+MAX_INSTRUCTION_CHARS = 2_000  # interpretation instruction; same bound as a prompt
 
 
 class ErrorCode(enum.StrEnum):
@@ -53,6 +54,11 @@ class ErrorCode(enum.StrEnum):
     INPUT_TOO_LARGE = "input_too_large"
     INTERNAL_ERROR = "internal_error"
     SHUTTING_DOWN = "shutting_down"
+    VIDEO_NOT_DECLARED = "video_not_declared"
+    BAD_IMAGE = "bad_image"
+    IMAGE_TOO_LARGE = "image_too_large"
+    FRAME_RATE_EXCEEDED = "frame_rate_exceeded"
+    UNSUPPORTED_CONTROL = "unsupported_control"
 
 
 # A `start` that cannot be served ends the session; other bad control messages are only rejected.
@@ -111,6 +117,13 @@ ALLOWED_DEMUXERS = (
 )
 
 
+# --- the video a `start` may declare ---------------------------------------------------------------
+
+IMAGE_ENCODINGS = ("jpeg", "png")  # one still image per binary message, after a `frame` message
+VIDEO_ENCODINGS = (*IMAGE_ENCODINGS, CONTAINER_ENCODING)  # container: video interleaved with the audio
+MAX_VIDEO_FPS = 60.0  # the fastest a client may declare; engines sample far fewer
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -164,6 +177,31 @@ class AudioFormat:
         return self.encoding in RAW_ENCODINGS
 
 
+@dataclass(frozen=True)
+class VideoFormat:
+    """What a client says its video is. Constructing an invalid one raises `ProtocolError`."""
+
+    encoding: str  # one of VIDEO_ENCODINGS
+    fps: float = 1.0  # frames per media second the client sends, at most; far faster is rejected
+
+    def __post_init__(self) -> None:
+        _require(
+            self.encoding in VIDEO_ENCODINGS,
+            ErrorCode.UNSUPPORTED_ENCODING,
+            f"unknown video encoding {self.encoding!r}; use one of {', '.join(VIDEO_ENCODINGS)}",
+        )
+        _require(
+            isinstance(self.fps, (int, float)) and not isinstance(self.fps, bool) and 0 < self.fps <= MAX_VIDEO_FPS,
+            ErrorCode.BAD_FORMAT,
+            f"video fps {self.fps!r} must be a number in (0, {MAX_VIDEO_FPS:g}]",
+        )
+
+    @property
+    def is_image(self) -> bool:
+        """Frames arrive one image per binary message (not inside the audio's container)."""
+        return self.encoding in IMAGE_ENCODINGS
+
+
 # --- client → server -----------------------------------------------------------------------------
 
 
@@ -177,6 +215,9 @@ class StartMessage:
     prompt: str = ""  # words that bias recognition
     interim_results: bool = True  # send `caption.partial` events
     stats: bool = True  # send periodic `stats` events
+    video: VideoFormat | None = None  # the video the client will send; None = audio only
+    interpretations: tuple[str, ...] | None = None  # interpretation kinds wanted; None = all the engine offers
+    instruction: str = ""  # what to interpret beside captions, for engines that take instructions
 
 
 @dataclass(frozen=True)
@@ -184,7 +225,23 @@ class StopMessage:
     """`stop`: no more audio; flush, send the last finals, then `ended`."""
 
 
-ControlMessage = StartMessage | StopMessage
+@dataclass(frozen=True)
+class FrameMessage:
+    """`frame`: the next binary message is one image (JPEG/PNG) shown at this media time."""
+
+    time: float  # media seconds since stream start, on the audio's clock
+
+
+@dataclass(frozen=True)
+class ControlUpdate:
+    """`control`: change what the engine is told mid-session; absent fields stay as they are."""
+
+    prompt: str | None = None  # new bias words
+    instruction: str | None = None  # new interpretation instruction ("" = none)
+    interpretations: tuple[str, ...] | None = None  # new set of interpretation kinds wanted
+
+
+ControlMessage = StartMessage | StopMessage | FrameMessage | ControlUpdate
 
 
 def _parse_audio_format(audio: object) -> AudioFormat:
@@ -204,6 +261,31 @@ def _parse_audio_format(audio: object) -> AudioFormat:
     return AudioFormat(encoding, audio.get("sample_rate"), audio.get("channels"), container)
 
 
+def _parse_video_format(video: object) -> VideoFormat | None:
+    if video is None:
+        return None
+    _require(isinstance(video, dict), ErrorCode.BAD_START, "`video` must be an object describing the video")
+    # The constructor validates the encoding and the rate.
+    return VideoFormat(video.get("encoding"), video.get("fps", 1.0))
+
+
+def _text(message: dict, key: str, code: ErrorCode, limit: int) -> str | None:
+    value = message.get(key)
+    _require(value is None or isinstance(value, str), code, f"`{key}` must be a string")
+    _require(value is None or len(value) <= limit, code, f"`{key}` is longer than {limit} characters")
+    return value
+
+
+def _kinds(message: dict, code: ErrorCode) -> tuple[str, ...] | None:
+    value = message.get("interpretations")
+    _require(
+        value is None or (isinstance(value, list) and all(isinstance(kind, str) for kind in value)),
+        code,
+        "`interpretations` must be a list of interpretation kinds, e.g. [\"text\", \"scene\"]",
+    )
+    return None if value is None else tuple(dict.fromkeys(value))
+
+
 def _flag(message: dict, key: str, default: bool) -> bool:
     value = message.get(key, default)
     _require(isinstance(value, bool), ErrorCode.BAD_START, f"`{key}` must be true or false")
@@ -220,9 +302,13 @@ def _parse_start(message: dict) -> StartMessage:
     )
     task = message.get("task", "transcribe")
     _require(task == "transcribe", ErrorCode.UNSUPPORTED_TASK, f"task {task!r} is not supported; use \"transcribe\"")
-    prompt = message.get("prompt", "")
-    _require(isinstance(prompt, str), ErrorCode.BAD_START, "`prompt` must be a string")
-    _require(len(prompt) <= MAX_PROMPT_CHARS, ErrorCode.BAD_START, f"`prompt` is longer than {MAX_PROMPT_CHARS} characters")
+    prompt = _text(message, "prompt", ErrorCode.BAD_START, MAX_PROMPT_CHARS) or ""
+    video = _parse_video_format(message.get("video"))
+    _require(
+        video is None or video.is_image or audio.encoding == CONTAINER_ENCODING,
+        ErrorCode.BAD_FORMAT,
+        "container video travels inside the audio's container: declare `audio.encoding` \"container\" too",
+    )
     return StartMessage(
         audio=audio,
         language=language,
@@ -230,6 +316,27 @@ def _parse_start(message: dict) -> StartMessage:
         prompt=prompt,
         interim_results=_flag(message, "interim_results", True),
         stats=_flag(message, "stats", True),
+        video=video,
+        interpretations=_kinds(message, ErrorCode.BAD_START),
+        instruction=_text(message, "instruction", ErrorCode.BAD_START, MAX_INSTRUCTION_CHARS) or "",
+    )
+
+
+def _parse_frame(message: dict) -> FrameMessage:
+    time = message.get("time")
+    _require(
+        isinstance(time, (int, float)) and not isinstance(time, bool) and 0 <= time < float("inf"),
+        ErrorCode.BAD_MESSAGE,
+        "`frame.time` must be the frame's media time in seconds (a number >= 0)",
+    )
+    return FrameMessage(float(time))
+
+
+def _parse_control_update(message: dict) -> ControlUpdate:
+    return ControlUpdate(
+        prompt=_text(message, "prompt", ErrorCode.BAD_MESSAGE, MAX_PROMPT_CHARS),
+        instruction=_text(message, "instruction", ErrorCode.BAD_MESSAGE, MAX_INSTRUCTION_CHARS),
+        interpretations=_kinds(message, ErrorCode.BAD_MESSAGE),
     )
 
 
@@ -246,17 +353,34 @@ def parse_control(text: str) -> ControlMessage:
         return _parse_start(message)
     if kind == "stop":
         return StopMessage()
-    raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE, f"unknown message type {kind!r}; expected \"start\" or \"stop\"")
+    if kind == "frame":
+        return _parse_frame(message)
+    if kind == "control":
+        return _parse_control_update(message)
+    raise ProtocolError(
+        ErrorCode.UNKNOWN_MESSAGE, f"unknown message type {kind!r}; expected one of {', '.join(CONTROL_TYPES)}"
+    )
 
 
 def control_to_json(message: ControlMessage) -> str:
     """Client side: the wire form of a control message (only the fields a server needs)."""
     if isinstance(message, StopMessage):
         return json.dumps({"type": "stop"})
+    if isinstance(message, FrameMessage):
+        return json.dumps({"type": "frame", "time": round(message.time, 6)})
+    if isinstance(message, ControlUpdate):
+        fields = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(message).items()}
+        return json.dumps({"type": "control", **{key: value for key, value in fields.items() if value is not None}})
     audio = {key: value for key, value in asdict(message.audio).items() if value is not None}
     payload = {"type": "start", "audio": audio, "language": message.language}
     if message.prompt:
         payload["prompt"] = message.prompt
+    if message.video is not None:
+        payload["video"] = asdict(message.video)
+    if message.interpretations is not None:
+        payload["interpretations"] = list(message.interpretations)
+    if message.instruction:
+        payload["instruction"] = message.instruction
     payload.update(interim_results=message.interim_results, stats=message.stats)
     return json.dumps(payload)
 
@@ -312,19 +436,32 @@ class CaptionFinal:
 
 
 @dataclass(frozen=True)
-class Interpretation:
-    """An engine's interpretation of a stretch of media (a description, a translation, ...).
+class InterpretationPartial:
+    """The current state of an open interpretation; each partial replaces the previous one with its id."""
 
-    Partial ones (`final` false) are replaced by the next with the same id; final ones never change.
-    """
-
-    interpretation_id: str  # stable for the life of the interpretation
-    kind: str  # what the engine was asked for, e.g. "description"
+    interpretation_id: str  # stable for the life of the interpretation; the final carries the same id
+    kind: str  # what it interprets: "text" (on-screen text), "scene" (a cut), "description", ...
     text: str  # the interpretation as it reads now
     start: float  # media seconds of the first media it covers
     end: float  # media seconds of the last media it covers
-    final: bool  # True: it never changes again and is never dropped
-    type: str = "interpretation"
+    frame_times: tuple[float, ...] = ()  # media seconds of the video frames it was made from
+    type: str = "interpretation.partial"
+
+
+@dataclass(frozen=True)
+class InterpretationFinal:
+    """A closed interpretation; it never changes again and is never dropped."""
+
+    interpretation_id: str  # the id its partials carried
+    kind: str  # what it interprets
+    text: str  # the interpretation's text
+    start: float  # media seconds of the first media it covers
+    end: float  # media seconds of the last media it covers
+    frame_times: tuple[float, ...] = ()  # media seconds of the video frames it was made from
+    type: str = "interpretation.final"
+
+
+Interpretation = InterpretationPartial | InterpretationFinal
 
 
 @dataclass(frozen=True)
@@ -337,6 +474,8 @@ class Stats:
     backlog_s: float  # audio waiting for the model right now
     dropped_audio_s: float  # audio discarded because the model fell behind (never silently)
     partials_coalesced: int  # partials replaced before they were sent (client reading slowly)
+    frames_received: int = 0  # video frames received (images, or frames demuxed from a container)
+    frames_dropped: int = 0  # video frames dropped under load, latest frame winning (never audio first)
     type: str = "stats"
 
 
@@ -360,9 +499,12 @@ class Ended:
     type: str = "ended"
 
 
-Event = Ready | CaptionPartial | CaptionFinal | Interpretation | Stats | Error | Ended
-EVENT_TYPES = tuple(cls.type for cls in (Ready, CaptionPartial, CaptionFinal, Interpretation, Stats, Error, Ended))
-CONTROL_TYPES = ("start", "stop")
+Event = Ready | CaptionPartial | CaptionFinal | InterpretationPartial | InterpretationFinal | Stats | Error | Ended
+EVENT_TYPES = tuple(
+    cls.type
+    for cls in (Ready, CaptionPartial, CaptionFinal, InterpretationPartial, InterpretationFinal, Stats, Error, Ended)
+)
+CONTROL_TYPES = ("start", "stop", "frame", "control")
 
 
 def _rounded(value):

@@ -11,8 +11,10 @@ Drop rules of the per-session backlog:
 - audio waiting for the model is bounded by `max_backlog_s`; beyond it the oldest waiting chunks
   are dropped, counted, and the next chunk fed is flagged as a discontinuity so the engine never
   stitches across the hole;
-- video: the latest frame wins. One frame waits at most; a newer one replaces it, and a frame
-  sooner than `1 / spec.video_fps` media seconds after the last one taken is dropped.
+- video: the latest frames win. `MAX_WAITING_FRAMES` wait at most (two, so the frames of one
+  burst — a second of a fragmented MP4 — both reach the engine); a newer one pushes out the oldest
+  (counted in `frames_dropped`), and a frame not yet due at `spec.video_fps` (the `FrameSampler` rule) is
+  dropped. Video is always dropped before audio: a waiting frame never holds audio back.
 """
 
 from __future__ import annotations
@@ -42,8 +44,11 @@ from patchstream.model.api import (
     seconds_to_samples,
 )
 from patchstream.streaming.config import SchedulerConfig
+from patchstream.streaming.frames import FrameSampler
 
 log = logging.getLogger(__name__)
+
+MAX_WAITING_FRAMES = 2  # video frames waiting for the model per session; the oldest is dropped first
 
 
 @dataclass
@@ -57,8 +62,9 @@ class SessionSlot:
     max_backlog_samples: int  # audio bound of `backlog`; the oldest chunks go beyond it
     backlog: deque[AudioChunk] = field(default_factory=deque)  # audio waiting for the model
     backlog_samples: int = 0  # samples in `backlog`
-    video: VideoFrame | None = None  # the one frame waiting for the model (latest wins)
-    last_frame_sample: int | None = None  # media time of the last frame taken (rate limit)
+    video: deque[VideoFrame] = field(default_factory=deque)  # frames waiting for the model (≤ MAX_WAITING_FRAMES, latest win)
+    sampler: FrameSampler | None = None  # the engine's frame rate (None: the engine takes no video)
+    frames_dropped: int = 0  # waiting frames replaced by a newer one before the model took them
     last_step: int = -1  # index of the scheduler step that last advanced this session
     finishing: bool = False  # no step after finish was requested
     failed: bool = False  # the engine failed on it: no more steps
@@ -73,10 +79,10 @@ class SessionSlot:
 
     def take_media(self) -> list[Media]:
         """Everything waiting, in media-time order, leaving nothing waiting."""
-        media: list[Media] = [*self.backlog, *([self.video] if self.video else [])]
+        media: list[Media] = [*self.backlog, *self.video]
         self.backlog.clear()
         self.backlog_samples = 0
-        self.video = None
+        self.video.clear()
         return sorted(media, key=lambda item: item.start_sample)
 
 
@@ -139,6 +145,8 @@ class Scheduler:
             opening.add_done_callback(self._close_orphan)
             raise
         slot = SessionSlot(next(self._ids), state, on_result, on_failure, seconds_to_samples(max_backlog_s))
+        if MediaKind.VIDEO in self.engine.spec.media:
+            slot.sampler = FrameSampler(self.engine.spec.video_fps)
         self._slots[slot.slot_id] = slot
         return slot
 
@@ -173,11 +181,12 @@ class Scheduler:
 
     def _submit_frame(self, slot: SessionSlot, frame: VideoFrame) -> None:
         """Latest frame wins; frames faster than the engine's rate are dropped."""
-        spacing = seconds_to_samples(1.0 / self.engine.spec.video_fps)
-        if slot.last_frame_sample is not None and frame.start_sample - slot.last_frame_sample < spacing:
+        if not slot.sampler.admit(frame.start_sample):
             return
-        slot.video = frame  # replaces a frame still waiting
-        slot.last_frame_sample = frame.start_sample
+        slot.video.append(frame)
+        if len(slot.video) > MAX_WAITING_FRAMES:
+            slot.video.popleft()  # the oldest waiting frame makes room
+            slot.frames_dropped += 1
         self._wake.set()
 
     async def control(self, slot: SessionSlot, control: SessionControl) -> None:
@@ -212,7 +221,7 @@ class Scheduler:
         ready = [
             slot
             for slot in self._slots.values()
-            if slot.ready and (slot.backlog_samples >= max(spec.min_step_samples, 1) or slot.video is not None)
+            if slot.ready and (slot.backlog_samples >= max(spec.min_step_samples, 1) or slot.video)
         ]
         # Fairness: the session served least recently goes first. ("Most behind first" would let
         # a client sending faster than real time win every batch and starve live sessions.)

@@ -5,7 +5,8 @@ and the sans-I/O protocol (`session_protocol.py`), and carry out the protocol's 
 - the receiver reads client messages, feeds them to the protocol and performs `Open`, `Decode`
   and `FinishMedia` (the bounded media queue makes a fast sender wait: TCP backpressure); a
   server shutdown reaches the protocol through `request_shutdown`;
-- the media task decodes and chunks off the event loop and finishes the engine session;
+- the media task decodes and chunks audio, and decodes and patchifies images, off the event loop
+  and in arrival order, and finishes the engine session;
 - the ticker calls `tick` when the protocol's next deadline comes;
 - the sender writes the protocol's events to the websocket.
 On `Close` the session stops the first three, frees its engine session and decoder, lets the
@@ -18,6 +19,7 @@ session — lives in the protocol; parsing lives in `protocol.py`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,17 +27,28 @@ from typing import Sequence
 
 from websockets.exceptions import ConnectionClosed
 
-from patchstream.model.api import AudioChunk, EngineError, EngineSpec
+from patchstream.model.api import AudioChunk, EngineError, EngineSpec, VideoFrame
 from patchstream.streaming.chunker import AudioChunker, ChunkerConfig
 from patchstream.streaming.config import LimitsConfig, SchedulerConfig
-from patchstream.streaming.decode import AudioDecoder, DecodeError
+from patchstream.streaming.decode import AudioDecoder, DecodeError, VideoOptions
 from patchstream.streaming.protocol import CodedError, Ended, ErrorCode, to_json
 from patchstream.streaming.scheduler import Scheduler, SessionSlot
-from patchstream.streaming.session_protocol import Action, Close, Decode, FinishMedia, Open, SessionProtocol, Submit
+from patchstream.streaming.session_protocol import (
+    Action,
+    Close,
+    Control,
+    Decode,
+    DecodeFrame,
+    FinishMedia,
+    Open,
+    SessionProtocol,
+    Submit,
+)
+from patchstream.streaming.video_decode import decode_image
 
 log = logging.getLogger(__name__)
 
-MEDIA_QUEUE_FRAMES = 32  # binary frames waiting for decode; a full queue stops reading the socket
+MEDIA_QUEUE_FRAMES = 32  # binary frames (audio bytes or images) waiting for decode; a full queue stops reading the socket
 END_OF_MEDIA = None  # media-queue marker: no more bytes
 CLOSE_TIMEOUT_S = 5.0  # the websocket closing handshake; then the transport is aborted
 
@@ -66,7 +79,7 @@ class Session:
         self._decoder: AudioDecoder | None = None
         self._executor: Executor = context.decode_executor  # a thread of its own for containers
         self._slot: SessionSlot | None = None
-        self._media: asyncio.Queue[bytes | None] = asyncio.Queue(MEDIA_QUEUE_FRAMES)
+        self._media: asyncio.Queue[bytes | DecodeFrame | None] = asyncio.Queue(MEDIA_QUEUE_FRAMES)
         self._outgoing = asyncio.Event()  # the protocol may have events to send
         self._deadline_moved = asyncio.Event()  # the protocol's next deadline came earlier
         self._tick_at: float | None = None  # the deadline the ticker sleeps towards
@@ -108,6 +121,8 @@ class Session:
                 dropped = self.ctx.scheduler.submit(self._slot, action.chunk)
                 if dropped:
                     later += self._apply(self.protocol.audio_dropped(dropped))
+            elif isinstance(action, Control):
+                asyncio.create_task(self._control(action), name=f"{self.ctx.session_id}-control")
             elif isinstance(action, Close):
                 self._client_gone = self._client_gone or action.client_gone
                 self._closing.set()
@@ -122,15 +137,24 @@ class Session:
     async def _perform(self, action: Action) -> None:
         if isinstance(action, Open):
             await self._open(action)
-        elif isinstance(action, Decode):
-            await self._media.put(action.data)
+        elif isinstance(action, (Decode, DecodeFrame)):
+            await self._media.put(action if isinstance(action, DecodeFrame) else action.data)
         elif isinstance(action, FinishMedia):
             await self._media.put(END_OF_MEDIA)
 
     async def _open(self, action: Open) -> None:
         loop = asyncio.get_running_loop()
         try:
-            self._decoder = await loop.run_in_executor(self.ctx.decode_executor, AudioDecoder, action.start.audio)
+            video = action.start.video
+            spec = self.ctx.engine_spec
+            options = (
+                VideoOptions(spec.video_fps, spec.frame_soft_tokens, self.ctx.limits.max_image_pixels)
+                if video is not None and not video.is_image
+                else None
+            )
+            self._decoder = await loop.run_in_executor(
+                self.ctx.decode_executor, functools.partial(AudioDecoder, action.start.audio, video=options)
+            )
             if self._decoder.waits_for_demuxer:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.ctx.session_id}-decode")
             self._slot = await self.ctx.scheduler.open(
@@ -143,6 +167,14 @@ class Session:
             self._apply(self.protocol.open_failed(CodedError(ErrorCode.BAD_START, str(error))))
             return
         self._apply(self.protocol.opened(loop.time()))
+
+    async def _control(self, action: Control) -> None:
+        if self._slot is None:
+            return
+        try:
+            await self.ctx.scheduler.control(self._slot, action.control)
+        except Exception as error:  # noqa: BLE001 - a refused change leaves the session as it was
+            self._apply(self.protocol.control_failed(error))
 
     def _on_result(self, result) -> None:
         self._apply(self.protocol.engine_result(result))
@@ -179,12 +211,17 @@ class Session:
         loop = asyncio.get_running_loop()
         while True:
             data = await self._media.get()
+            if isinstance(data, DecodeFrame):
+                await self._decode_frame(data)
+                continue
             try:
                 chunks = await loop.run_in_executor(self._executor, self._decode_and_chunk, data)
             except DecodeError as error:
                 self._apply(self.protocol.media_failed(error))
                 return
             self._apply(self.protocol.decoded(chunks))
+            for frame in self._decoder.take_frames() if self._decoder is not None else ():
+                self._apply(self.protocol.frame_decoded(frame, demuxed=True))
             if data is END_OF_MEDIA:
                 break
         try:
@@ -193,6 +230,19 @@ class Session:
             self._apply(self.protocol.engine_failed(error))
             return
         self._apply(self.protocol.finished(result))
+
+    async def _decode_frame(self, action: DecodeFrame) -> None:
+        """One image, decoded and patchified on the decode threads; a bad one costs only itself."""
+        loop = asyncio.get_running_loop()
+        budget = self.ctx.engine_spec.frame_soft_tokens
+        try:
+            frame: VideoFrame = await loop.run_in_executor(
+                self.ctx.decode_executor, decode_image, action.data, action.info, action.start_sample, budget
+            )
+        except CodedError as error:
+            self._apply(self.protocol.frame_failed(error))
+            return
+        self._apply(self.protocol.frame_decoded(frame))
 
     def _decode_and_chunk(self, data: bytes | None) -> list[AudioChunk]:
         """Decoder thread: bytes (or the end of media) → whole chunks. Called one at a time."""
@@ -212,7 +262,9 @@ class Session:
             except TimeoutError:
                 pass
             backlog_s = self._slot.backlog_s if self._slot is not None else 0.0
-            self._apply(self.protocol.tick(loop.time(), backlog_s))
+            frames_dropped = self._slot.frames_dropped if self._slot is not None else 0
+            frames_dropped += self._decoder.frames_dropped if self._decoder is not None else 0
+            self._apply(self.protocol.tick(loop.time(), backlog_s, frames_dropped))
 
     async def _send_loop(self) -> None:
         timeout = self.ctx.limits.send_timeout_s

@@ -21,18 +21,32 @@ import enum
 from dataclasses import dataclass
 from typing import Sequence
 
-from patchstream.model.api import AudioChunk, CaptionUpdate, EngineSpec, SessionOptions, StepResult, samples_to_seconds, seconds_to_samples
+from patchstream.model.api import (
+    AudioChunk,
+    CaptionUpdate,
+    EngineSpec,
+    MediaKind,
+    SessionControl,
+    SessionOptions,
+    StepResult,
+    VideoFrame,
+    samples_to_seconds,
+    seconds_to_samples,
+)
 from patchstream.streaming.config import LimitsConfig
+from patchstream.streaming.frames import FrameRateGuard, FrameSampler, ImageInfo, probe_image
 from patchstream.streaming.outbox import Outbox, OutboxOverflow
 from patchstream.streaming.policy import CaptionPolicy, CaptionPolicyConfig, interpretation_event
 from patchstream.streaming.protocol import (
     FATAL_START_ERRORS,
     CodedError,
+    ControlUpdate,
     Ended,
     EndedReason,
     Error,
     ErrorCode,
     Event,
+    FrameMessage,
     ProtocolError,
     Ready,
     StartMessage,
@@ -67,10 +81,27 @@ class Decode:
 
 
 @dataclass(frozen=True)
-class Submit:
-    """Queue this chunk for the engine (the scheduler); report drops with `audio_dropped`."""
+class DecodeFrame:
+    """Decode this image (its header already checked) off the event loop, in order with the audio
+    bytes; then call `frame_decoded` (or `frame_failed`)."""
 
-    chunk: AudioChunk  # 40 ms frames with their media time
+    data: bytes  # one JPEG/PNG
+    info: ImageInfo  # its format and size, read from the header
+    start_sample: int  # the media time its `frame` message gave
+
+
+@dataclass(frozen=True)
+class Submit:
+    """Queue this media for the engine (the scheduler); report audio drops with `audio_dropped`."""
+
+    chunk: AudioChunk | VideoFrame  # 40 ms audio frames, or one patchified video frame, with media time
+
+
+@dataclass(frozen=True)
+class Control:
+    """Pass this change to the engine session (the scheduler); then call `control_failed` if it refuses."""
+
+    control: SessionControl  # what changes
 
 
 @dataclass(frozen=True)
@@ -86,7 +117,7 @@ class Close:
     client_gone: bool = False  # nothing can be sent: close without draining
 
 
-Action = Open | Decode | Submit | FinishMedia | Close
+Action = Open | Decode | DecodeFrame | Submit | Control | FinishMedia | Close
 
 
 class SessionProtocol:
@@ -110,6 +141,12 @@ class SessionProtocol:
         self._dropped_samples = 0  # audio the scheduler dropped because the model fell behind
         self._limit_samples = seconds_to_samples(limits.max_session_s)
         self._reason = EndedReason.STOP  # reason of a clean end: stop, or shutdown
+        self._frame_time: int | None = None  # media time of the image the next binary message is
+        self._frame_sampler: FrameSampler | None = None  # the engine's rate: frames not due are never decoded
+        self._frame_guard: FrameRateGuard | None = None  # the declared rate: far faster is refused
+        self._frames_received = 0  # video frames received (decoded or not)
+        self._frames_dropped_by_engine = 0  # frames the engine skipped under load (its own latest-wins)
+        self._rate_errors = 0  # frame_rate_exceeded refusals; only the first is reported as an event
 
     # -- what the shell reads --------------------------------------------------------------------
 
@@ -148,11 +185,67 @@ class SessionProtocol:
                 return self._error(ErrorCode.NOT_STARTED, "`stop` received before `start`")
             self.phase = Phase.FINISHING
             return [FinishMedia()]
+        if isinstance(control, FrameMessage):
+            return self._frame_announced(control)
+        if isinstance(control, ControlUpdate):
+            return self._control(control)
         if self.phase is Phase.STREAMING:
             return self._error(ErrorCode.ALREADY_STARTED, "this session has already started; a second `start` was ignored")
-        self._start = control
+        return self._accept_start(control)
+
+    def _accept_start(self, start: StartMessage) -> list[Action]:
+        if start.video is not None and MediaKind.VIDEO not in self._engine.media:
+            return self._fail(ErrorCode.BAD_START, f"engine {self._engine.name!r} takes no video; start without `video`")
+        unknown = self._unknown_kinds(start.interpretations)
+        if unknown:
+            return self._fail(ErrorCode.BAD_START, unknown)
+        self._start = start
         self.phase = Phase.OPENING
-        return [Open(control, SessionOptions(language=control.language, task=control.task, prompt=control.prompt))]
+        if start.video is not None:
+            self._frame_sampler = FrameSampler(self._engine.video_fps)
+            self._frame_guard = FrameRateGuard(start.video.fps)
+        kinds = None if start.interpretations is None else frozenset(start.interpretations)
+        options = SessionOptions(
+            language=start.language,
+            task=start.task,
+            prompt=start.prompt,
+            instruction=start.instruction,
+            interpretations=kinds,
+        )
+        return [Open(start, options)]
+
+    def _unknown_kinds(self, kinds: tuple[str, ...] | None) -> str:
+        """Why these interpretation kinds cannot be served ("" when they can)."""
+        unknown = sorted(set(kinds or ()) - self._engine.interpretations)
+        if not unknown:
+            return ""
+        offered = ", ".join(sorted(self._engine.interpretations)) or "none"
+        return f"engine {self._engine.name!r} offers no {', '.join(unknown)} interpretations (it offers: {offered})"
+
+    def _frame_announced(self, frame: FrameMessage) -> list[Action]:
+        if self.phase is Phase.AWAITING_START:
+            return self._error(ErrorCode.NOT_STARTED, "`frame` received before `start`; send `start` first")
+        video = self._start.video if self._start else None
+        if video is None or not video.is_image:
+            return self._error(
+                ErrorCode.VIDEO_NOT_DECLARED,
+                "`frame` in a session whose `start` declared no jpeg/png `video`; the frame will be read as audio",
+            )
+        self._frame_time = seconds_to_samples(frame.time)
+        return []
+
+    def _control(self, update: ControlUpdate) -> list[Action]:
+        if self.phase is not Phase.STREAMING:
+            return self._error(ErrorCode.NOT_STARTED, "`control` is accepted only while the session streams")
+        unknown = self._unknown_kinds(update.interpretations)
+        if unknown:
+            return self._error(ErrorCode.UNSUPPORTED_CONTROL, unknown)
+        kinds = None if update.interpretations is None else frozenset(update.interpretations)
+        return [Control(SessionControl(update.prompt, update.instruction, kinds))]
+
+    def control_failed(self, error: Exception) -> list[Action]:
+        """The engine refused a `control` change; the session goes on as before."""
+        return self._error(ErrorCode.UNSUPPORTED_CONTROL, f"the engine refused the change: {error}")
 
     def receive_bytes(self, data: bytes, now: float) -> list[Action]:
         if not self.receiving:
@@ -160,6 +253,9 @@ class SessionProtocol:
         self._last_input = now
         if self.phase is Phase.AWAITING_START:
             return self._error(ErrorCode.NOT_STARTED, "binary audio received before `start`; send `start` first")
+        if self._frame_time is not None:
+            start_sample, self._frame_time = self._frame_time, None
+            return self._image(data, start_sample)
         if len(data) > self._limits.max_frame_bytes:
             return self._error(
                 ErrorCode.FRAME_TOO_LARGE,
@@ -167,6 +263,39 @@ class SessionProtocol:
                 " it was dropped — send smaller frames",
             )
         return [Decode(data)] if data else []
+
+    def _image(self, data: bytes, start_sample: int) -> list[Action]:
+        """One announced image: refuse what must not be decoded, skip what the engine would not take."""
+        self._frames_received += 1
+        if len(data) > self._limits.max_image_bytes:
+            return self._error(
+                ErrorCode.FRAME_TOO_LARGE,
+                f"an image of {len(data)} bytes exceeds the {self._limits.max_image_bytes}-byte limit; it was dropped",
+            )
+        try:
+            self._frame_guard.check(start_sample)
+            info = probe_image(data, self._limits.max_image_pixels)
+        except CodedError as error:
+            if error.code == ErrorCode.FRAME_RATE_EXCEEDED:
+                self._rate_errors += 1
+                if self._rate_errors > 1:
+                    return []  # reported once; `stats.frames_dropped` keeps counting
+            return self._error(error.code, error.message)
+        if not self._frame_sampler.admit(start_sample):
+            return []  # not due at the engine's rate: never decoded
+        return [DecodeFrame(data, info, start_sample)]
+
+    def frame_decoded(self, frame: VideoFrame, demuxed: bool = False) -> list[Action]:
+        """A decoded, patchified frame: submit it. `demuxed`: it came out of the audio's container
+        (already sampled there), so it is counted here as received."""
+        if self.phase not in (Phase.STREAMING, Phase.FINISHING):
+            return []
+        self._frames_received += demuxed
+        return [Submit(frame)]
+
+    def frame_failed(self, error: CodedError) -> list[Action]:
+        """One image could not be decoded: it is dropped, the session goes on."""
+        return self._error(error.code, error.message)
 
     # -- outcomes of the shell's work ------------------------------------------------------------
 
@@ -213,6 +342,7 @@ class SessionProtocol:
         if self.phase not in (Phase.STREAMING, Phase.FINISHING):
             return []
         self._processed_s = max(self._processed_s, result.processed_until)
+        self._frames_dropped_by_engine += result.dropped_frames
         return self._send(*self._policy.update(result.captions), *map(interpretation_event, result.interpretations))
 
     def engine_failed(self, error: Exception) -> list[Action]:
@@ -228,15 +358,16 @@ class SessionProtocol:
 
     # -- clock and lifecycle ---------------------------------------------------------------------
 
-    def tick(self, now: float, backlog_s: float = 0.0) -> list[Action]:
-        """Time passed: timeouts and periodic stats. `backlog_s` is audio waiting for the model."""
+    def tick(self, now: float, backlog_s: float = 0.0, frames_dropped: int = 0) -> list[Action]:
+        """Time passed: timeouts and periodic stats. `backlog_s` is audio waiting for the model,
+        `frames_dropped` the video frames the scheduler replaced (latest frame wins)."""
         if self.phase is Phase.AWAITING_START and now >= self._start_deadline:
             return self._fail(ErrorCode.START_TIMEOUT, f"no `start` message within {self._limits.start_timeout_s:g} s")
         if self.phase is Phase.STREAMING and now - self._last_input >= self._limits.idle_timeout_s:
             return self._fail(ErrorCode.IDLE_TIMEOUT, f"nothing received for {self._limits.idle_timeout_s:g} s")
         if self.phase in (Phase.STREAMING, Phase.FINISHING) and self._next_stats is not None and now >= self._next_stats:
             self._next_stats = now + self._stats_interval_s
-            return self._send(self._stats(backlog_s))
+            return self._send(self._stats(backlog_s, frames_dropped))
         return []
 
     def shutdown(self) -> list[Action]:
@@ -264,7 +395,7 @@ class SessionProtocol:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _stats(self, backlog_s: float) -> Stats:
+    def _stats(self, backlog_s: float, frames_dropped: int) -> Stats:
         received = samples_to_seconds(self._received_samples)
         return Stats(
             audio_received_s=received,
@@ -273,6 +404,8 @@ class SessionProtocol:
             backlog_s=backlog_s,
             dropped_audio_s=samples_to_seconds(self._dropped_samples),
             partials_coalesced=self._outbox.coalesced,
+            frames_received=self._frames_received,
+            frames_dropped=frames_dropped + self._frames_dropped_by_engine + self._rate_errors,
         )
 
     def _send(self, *events: Event) -> list[Action]:

@@ -50,8 +50,9 @@ def test_the_packages_install_under_one_namespace_only():
 # --- the allowed import edges, read from the source (every import, top level or not) ----------
 
 ALLOWED = {
-    # streaming/ sees only the model's contract and its torch-free registry.
-    "streaming": ("patchstream.streaming.", "patchstream.model.api", "patchstream.model.engines"),
+    # streaming/ sees only the model's contract, its torch-free registry, and the numpy-only
+    # Gemma vision grid (the frame patchifier must size frames by the model's one rule).
+    "streaming": ("patchstream.streaming.", "patchstream.model.api", "patchstream.model.engines", "patchstream.model.patch_grid"),
     # clients/ see only the wire protocol (and each other).
     "clients": ("patchstream.clients.", "patchstream.streaming.protocol"),
     # model/ never sees the server or the clients.

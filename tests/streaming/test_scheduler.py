@@ -201,11 +201,12 @@ async def test_video_latest_frame_wins_at_the_engines_rate(make):
     frames = [VideoFrame(np.full((4, 4, 3), i, np.uint8), i * half_second // 4) for i in range(9)]
     for frame in frames:  # 8 fps offered; the engine wants 2
         scheduler.submit(slot, frame)
-    assert slot.video is frames[8]  # one frame waits, the newest taken
+    assert list(slot.video) == [frames[4], frames[8]]  # two frames wait, the newest taken
+    assert slot.frames_dropped == 1  # frames[0], due but pushed out
     await scheduler.start()
     await sink.wait(lambda: sink.results)
     fed = [call[2] for call in engine.calls if call[0] == "feed"]
-    assert fed == [frames[8]]
+    assert fed == [frames[4], frames[8]]
 
 
 async def test_control_reaches_the_engine_on_the_model_thread(make):

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 
-from patchstream.model.api import AudioChunk, CaptionUpdate, EngineSpec, InterpretationUpdate, StepResult, Word
+from patchstream.model.api import AudioChunk, CaptionUpdate, EngineSpec, InterpretationUpdate, MediaKind, StepResult, Word
 from patchstream.streaming.config import LimitsConfig
 from patchstream.streaming.protocol import CodedError, ErrorCode
-from patchstream.streaming.session_protocol import Close, Decode, FinishMedia, Open, Phase, SessionProtocol, Submit
+from patchstream.streaming.session_protocol import Close, Decode, DecodeFrame, FinishMedia, Open, Phase, SessionProtocol, Submit
 
 START = json.dumps({"type": "start", "audio": {"encoding": "pcm_s16le", "sample_rate": 16_000, "channels": 1}})
 STOP = json.dumps({"type": "stop"})
@@ -126,14 +126,17 @@ def test_stats_come_every_interval_with_progress():
 
 def test_captions_and_interpretations_flow_from_engine_results():
     protocol = started()
-    interpretation = InterpretationUpdate("v0", "a red square", 0.0, 0.0, False, "description")
+    interpretation = InterpretationUpdate("v0", "a red square", 0.0, 0.0, False, "description", (0.0,))
     protocol.engine_result(StepResult(CaptionUpdate(committed=(word("Hello.", 0.0),)), (interpretation,)))
     events = drain(protocol)
-    assert [e["type"] for e in events] == ["caption.final", "interpretation"]
+    assert [e["type"] for e in events] == ["caption.final", "interpretation.partial"]
     assert events[1] == {
-        "type": "interpretation", "interpretation_id": "v0", "kind": "description", "text": "a red square",
-        "start": 0.0, "end": 0.0, "final": False,
+        "type": "interpretation.partial", "interpretation_id": "v0", "kind": "description", "text": "a red square",
+        "start": 0.0, "end": 0.0, "frame_times": (0.0,),
     }
+    protocol.engine_result(StepResult(interpretations=(InterpretationUpdate("v0", "a red square", 0.0, 1.0, True, "description"),)))
+    (final,) = drain(protocol)
+    assert (final["type"], final["end"]) == ("interpretation.final", 1.0)
 
 
 def test_stop_finishes_the_media_then_ends_after_the_last_finals():
@@ -200,3 +203,20 @@ def test_decoder_bugs_are_internal_errors_not_client_codes():
     protocol = started()
     protocol.media_failed(CodedError("decoder_closed", "decode after close"))
     assert drain(protocol)[0]["code"] == "internal_error"
+
+
+def test_images_not_due_at_the_engines_rate_are_never_decoded_and_the_header_is_checked_first():
+    spec = EngineSpec("seer", media=frozenset({MediaKind.AUDIO, MediaKind.VIDEO}), video_fps=1.0, interpretations=frozenset({"text"}))
+    protocol = SessionProtocol("s-video", spec, LimitsConfig(), STATS_EVERY_S, 0.0)
+    start = {**json.loads(START), "video": {"encoding": "jpeg", "fps": 4}, "interpretations": ["text"]}
+    (open_,) = protocol.receive_text(json.dumps(start), 0.0)
+    assert open_.options.interpretations == {"text"}
+    protocol.opened(0.0)
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR" + (640).to_bytes(4, "big") + (360).to_bytes(4, "big") + b"\x08\x02\x00\x00\x00"
+    decoded = []
+    for quarter in range(8):  # 4 fps sent, 1 fps wanted
+        assert protocol.receive_text(json.dumps({"type": "frame", "time": quarter / 4}), 0.1) == []
+        decoded += protocol.receive_bytes(png, 0.1)
+    assert [type(a) for a in decoded] == [DecodeFrame, DecodeFrame]
+    assert [a.start_sample for a in decoded] == [0, 16_000] and decoded[0].info.width == 640
+    assert drain(protocol)[1:] == []  # sampling is not an error
