@@ -119,6 +119,7 @@ class Gemma4Session:
     quiet_run: int = 0  # trailing quiet audio tokens
     heard: bool = False  # the open segment holds speech
     new_frame: bool = False  # a frame was appended since the last interpretation
+    segment_frames: list[float] = field(default_factory=list)  # media seconds of the open segment's frames
     must_close: bool = False  # the policy closes the segment at this step's emission
     committed_until: float = 0.0  # media seconds of the last committed word's end
 
@@ -210,6 +211,7 @@ class Gemma4Engine:
         s.carry, s.carry_pending = " ".join(words), bool(words)
         s.stream = self._prefix_state(s.prompt)
         s.audio_open, s.heard, s.new_frame, s.must_close = False, False, False, False
+        s.segment_frames = []
         s.segment_audio = s.segment_tokens = s.audio_since_emit = s.quiet_run = 0
         s.segment_index += 1
         s.segment_start_sample = s.processed_sample
@@ -287,6 +289,7 @@ class Gemma4Engine:
         if not s.segment_tokens:
             s.segment_start_sample = max(s.processed_sample, frame.start_sample)
         s.audio_open, s.new_frame = False, True
+        s.segment_frames.append(frame.start_s)
         s.segment_tokens += piece.embeds.shape[0]
         return piece
 
@@ -342,7 +345,7 @@ class Gemma4Engine:
             s.new_frame = False
             start = samples_to_seconds(s.segment_start_sample)
             interpretations = (InterpretationUpdate(f"i{s.segment_index}", interp, start, processed, final=closing,
-                                                    kind=INTERPRETATION_KIND),)
+                                                    kind=INTERPRETATION_KIND, frame_times=tuple(s.segment_frames)),)
         words = self._words(s, caption) if caption is not None else ()
         if caption is not None:
             s.audio_since_emit = 0

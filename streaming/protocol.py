@@ -122,6 +122,8 @@ ALLOWED_DEMUXERS = (
 IMAGE_ENCODINGS = ("jpeg", "png")  # one still image per binary message, after a `frame` message
 VIDEO_ENCODINGS = (*IMAGE_ENCODINGS, CONTAINER_ENCODING)  # container: video interleaved with the audio
 MAX_VIDEO_FPS = 60.0  # the fastest a client may declare; engines sample far fewer
+MIN_VIDEO_FPS = 0.01  # the slowest: one frame per 100 s (a slower rate means no video)
+MAX_MEDIA_TIME_S = 864_000.0  # ten days: a larger media time is a client bug, not a stream
 
 
 def _is_int(value: object) -> bool:
@@ -191,9 +193,10 @@ class VideoFormat:
             f"unknown video encoding {self.encoding!r}; use one of {', '.join(VIDEO_ENCODINGS)}",
         )
         _require(
-            isinstance(self.fps, (int, float)) and not isinstance(self.fps, bool) and 0 < self.fps <= MAX_VIDEO_FPS,
+            isinstance(self.fps, (int, float)) and not isinstance(self.fps, bool)
+            and MIN_VIDEO_FPS <= self.fps <= MAX_VIDEO_FPS,
             ErrorCode.BAD_FORMAT,
-            f"video fps {self.fps!r} must be a number in (0, {MAX_VIDEO_FPS:g}]",
+            f"video fps {self.fps!r} must be a number in [{MIN_VIDEO_FPS:g}, {MAX_VIDEO_FPS:g}]",
         )
 
     @property
@@ -325,9 +328,9 @@ def _parse_start(message: dict) -> StartMessage:
 def _parse_frame(message: dict) -> FrameMessage:
     time = message.get("time")
     _require(
-        isinstance(time, (int, float)) and not isinstance(time, bool) and 0 <= time < float("inf"),
+        isinstance(time, (int, float)) and not isinstance(time, bool) and 0 <= time <= MAX_MEDIA_TIME_S,
         ErrorCode.BAD_MESSAGE,
-        "`frame.time` must be the frame's media time in seconds (a number >= 0)",
+        f"`frame.time` must be the frame's media time in seconds (a number in [0, {MAX_MEDIA_TIME_S:g}])",
     )
     return FrameMessage(float(time))
 

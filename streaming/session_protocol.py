@@ -56,6 +56,10 @@ from patchstream.streaming.protocol import (
 )
 
 
+MAX_FRAME_LEAD_S = 60.0  # a frame this far ahead of the audio received is a clock bug (the decoded backlog bound)
+REFUSED_FRAME = -1  # `_frame_time` marker: read the announced image and drop it
+
+
 class Phase(enum.Enum):
     AWAITING_START = "awaiting_start"  # connected; only `start` moves on
     OPENING = "opening"  # `start` accepted; the shell opens the decoder and engine session
@@ -146,6 +150,7 @@ class SessionProtocol:
         self._frame_guard: FrameRateGuard | None = None  # the declared rate: far faster is refused
         self._frames_received = 0  # video frames received (decoded or not)
         self._frames_dropped_by_engine = 0  # frames the engine skipped under load (its own latest-wins)
+        self._frames_refused = 0  # images dropped unread because their announced time was impossible
         self._rate_errors = 0  # frame_rate_exceeded refusals; only the first is reported as an event
 
     # -- what the shell reads --------------------------------------------------------------------
@@ -231,6 +236,14 @@ class SessionProtocol:
                 ErrorCode.VIDEO_NOT_DECLARED,
                 "`frame` in a session whose `start` declared no jpeg/png `video`; the frame will be read as audio",
             )
+        lead_s = frame.time - samples_to_seconds(self._received_samples)
+        if lead_s > MAX_FRAME_LEAD_S:
+            self._frame_time = REFUSED_FRAME  # the image that follows is read and dropped, never taken as audio
+            return self._error(
+                ErrorCode.BAD_MESSAGE,
+                f"`frame.time` {frame.time:g} s is {lead_s:.0f} s ahead of the audio received; frame times are media"
+                " seconds on the audio's clock (milliseconds sent by mistake?); the frame will be dropped",
+            )
         self._frame_time = seconds_to_samples(frame.time)
         return []
 
@@ -255,6 +268,10 @@ class SessionProtocol:
             return self._error(ErrorCode.NOT_STARTED, "binary audio received before `start`; send `start` first")
         if self._frame_time is not None:
             start_sample, self._frame_time = self._frame_time, None
+            if start_sample == REFUSED_FRAME:
+                self._frames_received += 1
+                self._frames_refused += 1
+                return []
             return self._image(data, start_sample)
         if len(data) > self._limits.max_frame_bytes:
             return self._error(
@@ -405,7 +422,7 @@ class SessionProtocol:
             dropped_audio_s=samples_to_seconds(self._dropped_samples),
             partials_coalesced=self._outbox.coalesced,
             frames_received=self._frames_received,
-            frames_dropped=frames_dropped + self._frames_dropped_by_engine + self._rate_errors,
+            frames_dropped=frames_dropped + self._frames_dropped_by_engine + self._rate_errors + self._frames_refused,
         )
 
     def _send(self, *events: Event) -> list[Action]:

@@ -275,3 +275,28 @@ def test_a_frame_larger_than_the_step_budget_is_appended_whole(checkpoint):
     eng.feed(state, VideoFrame(frame(0), 0))
     result = eng.step([state])[0]
     assert result.interpretations and state.stream.position - before > 16
+
+
+async def test_a_websocket_session_with_audio_and_video_interprets_its_frames(checkpoint):
+    """The real server on port 0 with JPEG frames on the wire beside the audio, an instruction in
+    `start`: interpretations name the frames they were made from, in media-time order."""
+    from patchstream.streaming.server import Server
+    from tests.streaming.test_server import server_config
+    from tests.streaming.test_video import VIDEO_START, jpeg, solid, video_session
+
+    start = {**VIDEO_START, "video": {"encoding": "jpeg", "fps": 1}, "instruction": "Describe the scene."}
+    frames = [(float(t), jpeg(solid(60 * t))) for t in range(4)]
+    eng = engine(checkpoint, window_s=2.0)
+    async with Server(server_config(), eng) as server:
+        events = await video_session(server.url, 4.0, frames, start=start, pace_s=0.1)
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "ready" and kinds[-1] == "ended", kinds
+    assert not [e for e in events if e["type"] == "error"], events
+    interpretations = [e for e in events if e["type"].startswith("interpretation.")]
+    seen = sorted({t for e in interpretations for t in e["frame_times"]})
+    assert seen and set(seen) <= {0.0, 1.0, 2.0, 3.0}, interpretations
+    finals = [e for e in interpretations if e["type"] == "interpretation.final"]
+    assert finals and [f["start"] for f in finals] == sorted(f["start"] for f in finals)
+    for event in interpretations:
+        assert 0.0 <= event["start"] <= event["end"] <= 4.0 + 0.05
+        assert all(event["start"] - 1e-6 <= t <= event["end"] + 1e-6 for t in event["frame_times"]), event

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from patchstream.model.api import AudioChunk, CaptionUpdate, EngineSpec, InterpretationUpdate, MediaKind, StepResult, Word
 from patchstream.streaming.config import LimitsConfig
@@ -220,3 +221,25 @@ def test_images_not_due_at_the_engines_rate_are_never_decoded_and_the_header_is_
     assert [type(a) for a in decoded] == [DecodeFrame, DecodeFrame]
     assert [a.start_sample for a in decoded] == [0, 16_000] and decoded[0].info.width == 640
     assert drain(protocol)[1:] == []  # sampling is not an error
+
+
+def test_impossible_frame_times_and_rates_are_refused_without_ending_the_session():
+    from patchstream.streaming.protocol import ProtocolError, parse_control
+
+    for bad in ('{"type": "frame", "time": 1e305}', '{"type": "frame", "time": -1}'):
+        with pytest.raises(ProtocolError):
+            parse_control(bad)
+    start = {**json.loads(START), "video": {"encoding": "jpeg", "fps": 1e-320}}
+    with pytest.raises(ProtocolError):
+        parse_control(json.dumps(start))
+    # Milliseconds sent by mistake: refused, its image read and dropped (not taken as audio).
+    spec = EngineSpec("seer", media=frozenset({MediaKind.AUDIO, MediaKind.VIDEO}), video_fps=1.0)
+    protocol = SessionProtocol("s-video", spec, LimitsConfig(), STATS_EVERY_S, 0.0)
+    protocol.receive_text(json.dumps({**json.loads(START), "video": {"encoding": "jpeg", "fps": 1}}), 0.0)
+    protocol.opened(0.0)
+    drain(protocol)
+    assert protocol.receive_text(json.dumps({"type": "frame", "time": 12_500}), 0.1) == []
+    assert protocol.receive_bytes(b"\xff\xd8 an image", 0.1) == []
+    (error,) = drain(protocol)
+    assert (error["type"], error["code"], error["fatal"]) == ("error", "bad_message", False)
+    assert protocol.phase is Phase.STREAMING
