@@ -19,6 +19,7 @@ session — lives in the protocol; parsing lives in `protocol.py`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -27,7 +28,7 @@ from typing import Sequence
 
 from websockets.exceptions import ConnectionClosed
 
-from patchstream.model.api import AudioChunk, EngineError, EngineSpec, VideoFrame
+from patchstream.model.api import AudioChunk, EngineError, EngineSpec, SessionControl, VideoFrame
 from patchstream.streaming.chunker import AudioChunker, ChunkerConfig
 from patchstream.streaming.config import LimitsConfig, SchedulerConfig
 from patchstream.streaming.decode import AudioDecoder, DecodeError, VideoOptions
@@ -86,6 +87,10 @@ class Session:
         self._finishing: asyncio.Task | None = None  # puts the end marker after a shutdown request
         self._closing = asyncio.Event()  # the protocol said Close
         self._client_gone = False
+        # Drop rule for controls: at most one waits, later ones merged into it field by field
+        # (latest wins), so a client flooding `control` costs one engine call at a time.
+        self._pending_control: SessionControl | None = None
+        self._controlling: asyncio.Task | None = None  # applies the pending control on the model thread
 
     def request_shutdown(self) -> None:
         """The server is stopping: the protocol says so and finishes like on `stop`."""
@@ -108,7 +113,8 @@ class Session:
             if not self._client_gone:
                 await self._drain_and_close(sender)
         finally:
-            await _cancel([*workers, sender, *([self._finishing] if self._finishing else [])])
+            extra = [task for task in (self._finishing, self._controlling) if task is not None]
+            await _cancel([*workers, sender, *extra])
             await asyncio.shield(self._release())  # a cancelled session still frees its engine state
 
     # -- carrying out actions --------------------------------------------------------------------
@@ -122,7 +128,9 @@ class Session:
                 if dropped:
                     later += self._apply(self.protocol.audio_dropped(dropped))
             elif isinstance(action, Control):
-                asyncio.create_task(self._control(action), name=f"{self.ctx.session_id}-control")
+                self._pending_control = merged_control(self._pending_control, action.control)
+                if self._controlling is None or self._controlling.done():
+                    self._controlling = asyncio.create_task(self._control(), name=f"{self.ctx.session_id}-control")
             elif isinstance(action, Close):
                 self._client_gone = self._client_gone or action.client_gone
                 self._closing.set()
@@ -168,13 +176,13 @@ class Session:
             return
         self._apply(self.protocol.opened(loop.time()))
 
-    async def _control(self, action: Control) -> None:
-        if self._slot is None:
-            return
-        try:
-            await self.ctx.scheduler.control(self._slot, action.control)
-        except Exception as error:  # noqa: BLE001 - a refused change leaves the session as it was
-            self._apply(self.protocol.control_failed(error))
+    async def _control(self) -> None:
+        while self._pending_control is not None and self._slot is not None:
+            control, self._pending_control = self._pending_control, None
+            try:
+                await self.ctx.scheduler.control(self._slot, control)
+            except Exception as error:  # noqa: BLE001 - a refused change leaves the session as it was
+                self._apply(self.protocol.control_failed(error))
 
     def _on_result(self, result) -> None:
         self._apply(self.protocol.engine_result(result))
@@ -318,3 +326,11 @@ async def _cancel(tasks: Sequence[asyncio.Task]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def merged_control(waiting: SessionControl | None, newer: SessionControl) -> SessionControl:
+    """One control with the fields `newer` sets over those of the one still `waiting`."""
+    if waiting is None:
+        return newer
+    changes = {f.name: getattr(newer, f.name) for f in dataclasses.fields(newer) if getattr(newer, f.name) is not None}
+    return dataclasses.replace(waiting, **changes)

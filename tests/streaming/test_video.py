@@ -313,3 +313,30 @@ async def test_unknown_interpretation_kinds_fail_start_and_are_refused_by_contro
     events = await video_session(server.url, 2.0, [(0.0, jpeg(solid(5)))], middle=[control])
     assert errors(events) == ["unsupported_control"]
     assert_survived(events)
+
+
+async def test_a_flood_of_control_messages_costs_one_engine_call_at_a_time_and_the_last_wins(server, monkeypatch):
+    calls = []
+    engine = server.scheduler.engine
+    monkeypatch.setattr(engine, "control", lambda state, control, original=engine.control: calls.append(control) or original(state, control))
+    async with connect(server.url, max_size=None) as ws:
+        await ws.send(json.dumps(VIDEO_START))
+        await ws.send(tone_pcm(0.5))
+        for index in range(500):
+            await ws.send(json.dumps({"type": "control", "instruction": f"look {index}"}))
+        await send_frames(ws, [(0.5, jpeg(solid(90)))])
+        await ws.send(tone_pcm(1.0))
+        await ws.send(json.dumps({"type": "stop"}))
+        events = await until_ended(ws)
+    assert not of_type(events, "error")
+    assert 1 <= len(calls) < 500 and calls[-1].instruction == "look 499"
+    assert of_type(events, "interpretation.final")[-1]["text"].startswith("look 499:")
+
+
+def test_waiting_controls_merge_field_by_field_latest_wins():
+    from patchstream.model.api import SessionControl
+    from patchstream.streaming.session import merged_control
+
+    merged = merged_control(SessionControl(prompt="a", instruction="x"), SessionControl(instruction="y"))
+    assert merged == SessionControl(prompt="a", instruction="y")
+    assert merged_control(None, SessionControl(prompt="b")) == SessionControl(prompt="b")
