@@ -167,9 +167,11 @@ class Gemma4Engine:
         limit = seconds_to_samples(self.config.max_pending_s)
         while _pending_samples(state.pending) > limit and len(state.pending) > 1:
             state.pending.popleft()
-            head = state.pending[0]
-            if isinstance(head, AudioChunk):
-                state.pending[0] = AudioChunk(head.samples, head.start_sample, discontinuity=True)
+            # The first audio after the hole is flagged, even behind a frame at the head.
+            first_audio = next((i for i, item in enumerate(state.pending) if isinstance(item, AudioChunk)), None)
+            if first_audio is not None:
+                chunk = state.pending[first_audio]
+                state.pending[first_audio] = AudioChunk(chunk.samples, chunk.start_sample, discontinuity=True)
 
     def step(self, states: Sequence[Gemma4Session]) -> list[StepResult]:
         return self._advance(list(states), finishing=False)

@@ -300,3 +300,15 @@ async def test_a_websocket_session_with_audio_and_video_interprets_its_frames(ch
     for event in interpretations:
         assert 0.0 <= event["start"] <= event["end"] <= 4.0 + 0.05
         assert all(event["start"] - 1e-6 <= t <= event["end"] + 1e-6 for t in event["frame_times"]), event
+
+
+def test_the_audio_after_a_dropped_stretch_is_flagged_even_behind_a_frame(checkpoint):
+    eng = engine(checkpoint, max_pending_s=1.0)
+    state = eng.open(SessionOptions())
+    audio = list(chunks(speech(2.0, seed=4), 16_000))
+    eng.feed(state, audio[0])
+    eng.feed(state, VideoFrame(np.zeros((96, 96, 3), np.uint8), 16_000))
+    eng.feed(state, audio[1])  # over the bound: the first second goes, a frame is now at the head
+    assert isinstance(state.pending[0], VideoFrame)
+    assert next(m for m in state.pending if isinstance(m, AudioChunk)).discontinuity
+    eng.close(state)
