@@ -20,6 +20,9 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
 
 
 from patchstream.bench import speech_set
@@ -36,7 +39,7 @@ from patchstream.bench.transcript_metrics import (
     word_latencies,
 )
 from patchstream.clients import speech
-from patchstream.model.api import AudioChunk, SessionOptions, samples_to_seconds
+from patchstream.model.api import AudioChunk, CaptionUpdate, Engine, SessionOptions, samples_to_seconds
 from patchstream.model.whisper_engine import WhisperEngine, WhisperEngineConfig
 
 CHUNK = 640  # samples per 40 ms chunk, as the server's chunker cuts them
@@ -72,28 +75,34 @@ class ProbeResult:
     engine_s: float  # wall seconds the engine spent (the only timing, machine-dependent)
 
 
+def stream_updates(engine: Engine, samples: np.ndarray, steps: Sequence[int]) -> list[tuple[CaptionUpdate, float]]:
+    """Feed 40 ms chunks to a fresh session, stepping after each count of chunks in `steps`
+    (cycled), then finish it: every caption update with the audio seconds heard when it came."""
+    state = engine.open(SessionOptions())
+    updates = []
+    usable = len(samples) // CHUNK * CHUNK
+    position, k = 0, 0
+    while position < usable:
+        end = min(position + steps[k % len(steps)] * CHUNK, usable)
+        engine.feed(state, AudioChunk(samples[position:end], position))
+        updates.append((engine.step([state])[0].captions, samples_to_seconds(end)))
+        position, k = end, k + 1
+    updates.append((engine.finish(state).captions, samples_to_seconds(usable)))
+    engine.close(state)
+    return updates
+
+
 def stream_file(engine: WhisperEngine, file: SpeechFile, with_offline: bool) -> ProbeResult:
     """Feed one file in `min_step_samples` steps, finish, and score what was committed."""
     samples = speech_set.read_samples(file.path)
-    step = engine.spec.min_step_samples
-    state = engine.open(SessionOptions())
-    committed: list[tuple[str, float]] = []  # (text, audio seconds when committed)
-    sightings: list[Sighting] = []
     started = time.perf_counter()
-    usable = len(samples) // CHUNK * CHUNK
-    for position in range(0, usable, step):
-        engine.feed(state, AudioChunk(samples[position : min(position + step, usable)], position))
-        heard = samples_to_seconds(min(position + step, usable))
-        for word in engine.step([state])[0].captions.committed:
-            committed.append((word.text, heard))
-            sightings += [Sighting(heard, text, word.start, word.end, True) for text in normalize_words(word.text)]
-    for word in engine.finish(state).captions.committed:
-        committed.append((word.text, file.duration_s))
-        sightings += [Sighting(file.duration_s, text, word.start, word.end, True) for text in normalize_words(word.text)]
+    updates = stream_updates(engine, samples, [engine.spec.min_step_samples // CHUNK])
     engine_s = time.perf_counter() - started
-    engine.close(state)
+    committed = [(word, heard) for update, heard in updates for word in update.committed]
+    sightings = [Sighting(heard, text, word.start, word.end, True)
+                 for word, heard in committed for text in normalize_words(word.text)]
     reference = normalize_words(file.reference)
-    hypothesis = normalize_words(" ".join(text for text, _ in committed))
+    hypothesis = normalize_words(" ".join(word.text for word, _ in committed))
     offline = None
     if with_offline:
         whole = engine.transcribe_offline(samples)

@@ -553,8 +553,7 @@ class WhisperEngine:
     def transcribe_offline(self, audio: np.ndarray, beam_size: int = 1, language: str = "en") -> list[Word]:
         """Whole-recording transcription on the same model (faster-whisper's own long-form
         decoding with its VAD filter), as the offline baseline for WER comparisons. Greedy by
-        default: the baseline is the model's plain whole-file decode, and the streaming engine's
-        small beam (`beam_size`) is part of what the streaming side is measured with."""
+        default, like the streaming engine: the baseline is the model's plain whole-file decode."""
         segments, _ = self.model.transcribe(
             np.asarray(audio, np.float32), language=self._language(language), beam_size=beam_size,
             vad_filter=True, word_timestamps=True,
@@ -595,13 +594,6 @@ def load_whisper_model(model_path: str | None, compute_type: str = "int8", cpu_t
         str(path), device="cpu", compute_type=compute_type,
         cpu_threads=cpu_threads or os.cpu_count() or 1, local_files_only=True,
     )
-
-
-def bundled_model_path() -> str:
-    """The default bundled model's directory (tiny.en)."""
-    from patchstream.model.whisper_models import tiny_en_dir
-
-    return tiny_en_dir()
 
 
 def _session(state: object) -> WhisperSession:

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from patchstream.bench.engine_probe import stream_updates
 from patchstream.bench.speech_set import read_samples
 from patchstream.bench.transcript_metrics import NO_ERRORS, normalize_words, repeated_phrases, word_errors
-from patchstream.model.api import AudioChunk, CaptionUpdate, EngineChoice, SessionOptions, Word
+from patchstream.model.api import CaptionUpdate, EngineChoice, SessionOptions, Word
 from patchstream.model.engines import build_engine
 
 pytestmark = pytest.mark.slow
@@ -31,23 +32,10 @@ def engine(whisper_engine):
 
 
 def stream(engine, audio: np.ndarray, steps: list[int]) -> tuple[list[Word], list[CaptionUpdate]]:
-    """Feed 40 ms chunks, stepping after each count of chunks in `steps` (cycled); finish."""
-    state = engine.open(SessionOptions())
-    committed, updates = [], []
-    usable = len(audio) // CHUNK * CHUNK
-    offset, k = 0, 0
-    while offset < usable:
-        chunks = steps[k % len(steps)]
-        for o in range(offset, min(offset + chunks * CHUNK, usable), CHUNK):
-            engine.feed(state, AudioChunk(audio[o : o + CHUNK], o))
-        offset += chunks * CHUNK
-        k += 1
-        update = engine.step([state])[0].captions
-        committed += update.committed
-        updates.append(update)
-    final = engine.finish(state).captions
-    engine.close(state)
-    return committed + list(final.committed), updates + [final]
+    """Committed words and every update of one session stepped after each count of 40 ms chunks
+    in `steps` (cycled), then finished."""
+    updates = [update for update, _ in stream_updates(engine, audio, steps)]
+    return [w for update in updates for w in update.committed], updates
 
 
 @pytest.fixture(scope="module")
