@@ -25,7 +25,7 @@ Engines are not thread-safe: all calls for all sessions happen on one thread at 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:  # arrays cross the boundary, but this module never computes with them
@@ -94,6 +94,11 @@ class SessionControl:
     prompt: str | None = None  # new bias words, replacing the old ones
     instruction: str | None = None  # new interpretation instruction ("" stops interpreting)
     interpretations: frozenset[str] | None = None  # new set of kinds wanted (empty: none)
+
+    def then(self, newer: "SessionControl") -> "SessionControl":
+        """This change followed by `newer`: the fields `newer` sets win, the rest stay."""
+        changes = {f.name: getattr(newer, f.name) for f in fields(newer) if getattr(newer, f.name) is not None}
+        return replace(self, **changes)
 
 
 @dataclass(frozen=True)

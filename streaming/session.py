@@ -19,7 +19,6 @@ session — lives in the protocol; parsing lives in `protocol.py`.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -128,7 +127,8 @@ class Session:
                 if dropped:
                     later += self._apply(self.protocol.audio_dropped(dropped))
             elif isinstance(action, Control):
-                self._pending_control = merged_control(self._pending_control, action.control)
+                waiting = self._pending_control
+                self._pending_control = action.control if waiting is None else waiting.then(action.control)
                 if self._controlling is None or self._controlling.done():
                     self._controlling = asyncio.create_task(self._control(), name=f"{self.ctx.session_id}-control")
             elif isinstance(action, Close):
@@ -326,11 +326,3 @@ async def _cancel(tasks: Sequence[asyncio.Task]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def merged_control(waiting: SessionControl | None, newer: SessionControl) -> SessionControl:
-    """One control with the fields `newer` sets over those of the one still `waiting`."""
-    if waiting is None:
-        return newer
-    changes = {f.name: getattr(newer, f.name) for f in dataclasses.fields(newer) if getattr(newer, f.name) is not None}
-    return dataclasses.replace(waiting, **changes)

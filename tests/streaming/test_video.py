@@ -335,8 +335,7 @@ async def test_a_flood_of_control_messages_costs_one_engine_call_at_a_time_and_t
 
 def test_waiting_controls_merge_field_by_field_latest_wins():
     from patchstream.model.api import SessionControl
-    from patchstream.streaming.session import merged_control
 
-    merged = merged_control(SessionControl(prompt="a", instruction="x"), SessionControl(instruction="y"))
+    merged = SessionControl(prompt="a", instruction="x").then(SessionControl(instruction="y"))
     assert merged == SessionControl(prompt="a", instruction="y")
-    assert merged_control(None, SessionControl(prompt="b")) == SessionControl(prompt="b")
+    assert SessionControl().then(SessionControl(prompt="b")) == SessionControl(prompt="b")
