@@ -57,7 +57,6 @@ from patchstream.streaming.protocol import (
 
 
 MAX_FRAME_LEAD_S = 60.0  # a frame this far ahead of the audio received is a clock bug (the decoded backlog bound)
-REFUSED_FRAME = -1  # `_frame_time` marker: read the announced image and drop it
 
 
 class Phase(enum.Enum):
@@ -146,6 +145,7 @@ class SessionProtocol:
         self._limit_samples = seconds_to_samples(limits.max_session_s)
         self._reason = EndedReason.STOP  # reason of a clean end: stop, or shutdown
         self._frame_time: int | None = None  # media time of the image the next binary message is
+        self._refused_image_next = False  # the next binary message is an announced image to drop unread
         self._frame_sampler: FrameSampler | None = None  # the engine's rate: frames not due are never decoded
         self._frame_guard: FrameRateGuard | None = None  # the declared rate: far faster is refused
         self._frames_received = 0  # video frames received (decoded or not)
@@ -238,7 +238,7 @@ class SessionProtocol:
             )
         lead_s = frame.time - samples_to_seconds(self._received_samples)
         if lead_s > MAX_FRAME_LEAD_S:
-            self._frame_time = REFUSED_FRAME  # the image that follows is read and dropped, never taken as audio
+            self._refused_image_next = True  # the image that follows is dropped, never taken as audio
             return self._error(
                 ErrorCode.BAD_MESSAGE,
                 f"`frame.time` {frame.time:g} s is {lead_s:.0f} s ahead of the audio received; frame times are media"
@@ -266,12 +266,13 @@ class SessionProtocol:
         self._last_input = now
         if self.phase is Phase.AWAITING_START:
             return self._error(ErrorCode.NOT_STARTED, "binary audio received before `start`; send `start` first")
+        if self._refused_image_next:
+            self._refused_image_next = False
+            self._frames_received += 1
+            self._frames_refused += 1
+            return []
         if self._frame_time is not None:
             start_sample, self._frame_time = self._frame_time, None
-            if start_sample == REFUSED_FRAME:
-                self._frames_received += 1
-                self._frames_refused += 1
-                return []
             return self._image(data, start_sample)
         if len(data) > self._limits.max_frame_bytes:
             return self._error(
