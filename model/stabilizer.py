@@ -13,6 +13,8 @@ repeated) and the tentative tail that replaces the previous one. Words are commi
   agreement would only add latency (and a stuck disagreement could never hold the buffer forever).
 
 One update commits at most one sentence, so a caption segment closes right after its last word.
+Committed words (and the tentative tail after them) lie on one forward timeline: each starts
+where the committed audio ends or later and lasts at least one 20 ms alignment frame.
 
 It is not: the recogniser, the VAD or the audio buffer. It knows only words, times and the end of
 the audio each hypothesis covered; it imports nothing from the model, so it is tested with a fake.
