@@ -25,6 +25,11 @@ from patchstream.model.api import samples_to_seconds, seconds_to_samples  # noqa
 PROTOCOL_VERSION = 1
 NATIVE_STREAM_PATH = "/v1/stream"  # websocket endpoint of the native protocol
 HEALTH_PATH = "/healthz"  # plain HTTP GET: 200 once the engine is warm
+# --- issue 13: readiness, metrics, transcripts, resume (docs/protocol.md "HTTP endpoints", "Resume") ---
+READY_PATH = "/readyz"  # plain HTTP GET: 200 while the server admits new sessions
+METRICS_PATH = "/metrics"  # Prometheus text format
+TRANSCRIPT_PATH = "/v1/transcripts/"  # + session id: GET a session's finals from the journal
+RESUME_QUERY = ("resume", "resume_token", "finals_received")  # query of a websocket that resumes a session
 MAX_CONTROL_BYTES = 64 * 1024  # a control message larger than this is not a control message
 MAX_PROMPT_CHARS = 2_000  # bias text; longer prompts only slow decoding down
 MAX_INSTRUCTION_CHARS = 2_000  # interpretation instruction; same bound as a prompt
@@ -59,6 +64,10 @@ class ErrorCode(enum.StrEnum):
     IMAGE_TOO_LARGE = "image_too_large"
     FRAME_RATE_EXCEEDED = "frame_rate_exceeded"
     UNSUPPORTED_CONTROL = "unsupported_control"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN_ORIGIN = "forbidden_origin"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    RESUME_FAILED = "resume_failed"
 
 
 # A `start` that cannot be served ends the session; other bad control messages are only rejected.
@@ -75,6 +84,7 @@ class EndedReason(enum.StrEnum):
     IDLE = "idle"  # nothing was received for the idle timeout
     LIMIT = "limit"  # the session streamed more media than it may
     SHUTDOWN = "shutdown"  # the server is stopping
+    DISCONNECTED = "disconnected"  # the client dropped and did not resume within the grace period (journal only)
 
     @classmethod
     def for_error(cls, code: str) -> EndedReason:
@@ -90,10 +100,11 @@ class CodedError(Exception):
     """A failure that becomes an `error` event: a code (an `ErrorCode` for anything a client sees)
     and a message for humans."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, retry_after_s: float | None = None):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.retry_after_s = retry_after_s  # when trying again makes sense (server_busy); None = not by waiting
 
 
 class ProtocolError(CodedError):
@@ -410,6 +421,7 @@ class Ready:
     engine: str  # name of the engine that will caption this session
     sample_rate: int  # rate the server resamples to (informational)
     protocol: int = PROTOCOL_VERSION  # version of this protocol
+    resume_token: str | None = None  # secret that lets a reconnecting client resume (absent: no resume)
     type: str = "ready"
 
 
@@ -489,6 +501,7 @@ class Error:
     code: str  # an ErrorCode
     message: str  # for humans
     fatal: bool = False  # True: `ended` follows and the server closes
+    retry_after_s: float | None = None  # server_busy: seconds after which trying again makes sense
     type: str = "error"
 
 
@@ -502,10 +515,20 @@ class Ended:
     type: str = "ended"
 
 
-Event = Ready | CaptionPartial | CaptionFinal | InterpretationPartial | InterpretationFinal | Stats | Error | Ended
+@dataclass(frozen=True)
+class Resumed:
+    """Answer to a resuming websocket: the session goes on; finals it missed follow at once."""
+
+    session_id: str  # the session resumed
+    audio_bytes_received: int  # audio bytes the server has; the client sends on from this offset
+    finals_replayed: int  # finals re-sent after this event (the client had `finals_received` of them)
+    type: str = "resumed"
+
+
+Event = Resumed | Ready | CaptionPartial | CaptionFinal | InterpretationPartial | InterpretationFinal | Stats | Error | Ended
 EVENT_TYPES = tuple(
     cls.type
-    for cls in (Ready, CaptionPartial, CaptionFinal, InterpretationPartial, InterpretationFinal, Stats, Error, Ended)
+    for cls in (Ready, CaptionPartial, CaptionFinal, InterpretationPartial, InterpretationFinal, Stats, Error, Ended, Resumed)
 )
 CONTROL_TYPES = ("start", "stop", "frame", "control")
 
@@ -522,8 +545,10 @@ def _rounded(value):
 
 
 def to_json(event: Event) -> str:
-    """The wire form of an event: one JSON object with a `type` field."""
-    return json.dumps(_rounded(asdict(event)), separators=(",", ":"), ensure_ascii=False)
+    """The wire form of an event: one JSON object with a `type` field. A field that is None is
+    left out: optional fields (`resume_token`, `retry_after_s`) are absent when they do not apply."""
+    fields = {key: value for key, value in asdict(event).items() if value is not None}
+    return json.dumps(_rounded(fields), separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)

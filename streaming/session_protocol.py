@@ -39,6 +39,7 @@ from patchstream.streaming.outbox import Outbox, OutboxOverflow
 from patchstream.streaming.policy import CaptionPolicy, CaptionPolicyConfig, interpretation_event
 from patchstream.streaming.protocol import (
     FATAL_START_ERRORS,
+    CaptionFinal,
     CodedError,
     ControlUpdate,
     Ended,
@@ -47,8 +48,10 @@ from patchstream.streaming.protocol import (
     ErrorCode,
     Event,
     FrameMessage,
+    InterpretationFinal,
     ProtocolError,
     Ready,
+    Resumed,
     StartMessage,
     Stats,
     StopMessage,
@@ -120,13 +123,28 @@ class Close:
     client_gone: bool = False  # nothing can be sent: close without draining
 
 
-Action = Open | Decode | DecodeFrame | Submit | Control | FinishMedia | Close
+@dataclass(frozen=True)
+class Detach:
+    """The client dropped but may resume: stop reading and sending; keep decoding and the engine
+    session; events wait in the outbox until `attach` (or the grace period ends)."""
+
+
+Action = Open | Decode | DecodeFrame | Submit | Control | FinishMedia | Close | Detach
 
 
 class SessionProtocol:
     """One session's protocol state. Every input method returns the actions it leads to."""
 
-    def __init__(self, session_id: str, engine: EngineSpec, limits: LimitsConfig, stats_interval_s: float, now: float):
+    def __init__(
+        self,
+        session_id: str,
+        engine: EngineSpec,
+        limits: LimitsConfig,
+        stats_interval_s: float,
+        now: float,
+        resume_token: str | None = None,
+        resume_grace_s: float = 0.0,
+    ):
         self.session_id = session_id
         self.phase = Phase.AWAITING_START
         self._engine = engine
@@ -152,6 +170,13 @@ class SessionProtocol:
         self._frames_dropped_by_engine = 0  # frames the engine skipped under load (its own latest-wins)
         self._frames_refused = 0  # images dropped unread because their announced time was impossible
         self._rate_errors = 0  # frame_rate_exceeded refusals; only the first is reported as an event
+        # Resume (issue 13). Every final sent, in order: replayed to a client that resumes, and
+        # what the shell journals. It grows with the session (captions, not audio: ~1 kB each).
+        self.finals: list[CaptionFinal | InterpretationFinal] = []
+        self.audio_bytes_received = 0  # audio bytes accepted: the offset a resuming client sends on from
+        self._resume_token = resume_token
+        self._resume_grace_s = resume_grace_s if resume_token else 0.0
+        self._detached_until: float | None = None  # while the client is gone: when the grace period ends
 
     # -- what the shell reads --------------------------------------------------------------------
 
@@ -171,6 +196,8 @@ class SessionProtocol:
         deadlines = [self._next_stats] if self.phase in (Phase.STREAMING, Phase.FINISHING) else []
         if self.phase is Phase.STREAMING:
             deadlines.append(self._last_input + self._limits.idle_timeout_s)
+        if self._detached_until is not None:
+            deadlines.append(self._detached_until)
         return min((d for d in deadlines if d is not None), default=None)
 
     # -- client input ----------------------------------------------------------------------------
@@ -280,6 +307,7 @@ class SessionProtocol:
                 f"binary frame of {len(data)} bytes exceeds the {self._limits.max_frame_bytes}-byte limit;"
                 " it was dropped — send smaller frames",
             )
+        self.audio_bytes_received += len(data)
         return [Decode(data)] if data else []
 
     def _image(self, data: bytes, start_sample: int) -> list[Action]:
@@ -326,10 +354,10 @@ class SessionProtocol:
         self._policy = CaptionPolicy(CaptionPolicyConfig(interim_results=self._start.interim_results))
         if self._start.stats:
             self._next_stats = now + self._stats_interval_s
-        return self._send(Ready(self.session_id, self._engine.name, self._engine.sample_rate))
+        return self._send(Ready(self.session_id, self._engine.name, self._engine.sample_rate, resume_token=self._resume_token))
 
     def open_failed(self, error: CodedError) -> list[Action]:
-        return self._fail(error.code, error.message)
+        return self._fail(error.code, error.message, getattr(error, "retry_after_s", None))
 
     def decoded(self, chunks: Sequence[AudioChunk]) -> list[Action]:
         """Audio came out of the decoder and chunker: submit it, within the session's media limit."""
@@ -381,7 +409,9 @@ class SessionProtocol:
         `frames_dropped` the video frames the scheduler replaced (latest frame wins)."""
         if self.phase is Phase.AWAITING_START and now >= self._start_deadline:
             return self._fail(ErrorCode.START_TIMEOUT, f"no `start` message within {self._limits.start_timeout_s:g} s")
-        if self.phase is Phase.STREAMING and now - self._last_input >= self._limits.idle_timeout_s:
+        if self._detached_until is not None and self.phase is Phase.STREAMING and now >= self._detached_until:
+            return self._abandon()
+        if self.phase is Phase.STREAMING and self._detached_until is None and now - self._last_input >= self._limits.idle_timeout_s:
             return self._fail(ErrorCode.IDLE_TIMEOUT, f"nothing received for {self._limits.idle_timeout_s:g} s")
         if self.phase in (Phase.STREAMING, Phase.FINISHING) and self._next_stats is not None and now >= self._next_stats:
             self._next_stats = now + self._stats_interval_s
@@ -399,6 +429,62 @@ class SessionProtocol:
         if self.phase is Phase.FINISHING:
             return []
         return self._fail(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
+
+    # -- resume (issue 13) ------------------------------------------------------------------------
+
+    @property
+    def detached(self) -> bool:
+        """The client dropped and the session waits for it to resume."""
+        return self._detached_until is not None
+
+    @property
+    def resumable(self) -> bool:
+        """A drop now would leave the session waiting for its client."""
+        return self.phase is Phase.STREAMING and self._resume_grace_s > 0
+
+    @property
+    def ended_reason(self) -> EndedReason:
+        """Why the session ended (or will, as it stands)."""
+        return self._reason
+
+    def detach(self, now: float) -> list[Action]:
+        """The connection dropped. A streaming session that may resume waits `resume_grace_s`
+        for its client; anything else ends as on `connection_lost`."""
+        if self.detached:
+            return []
+        if not self.resumable:
+            return self.connection_lost()
+        self._detached_until = now + self._resume_grace_s
+        return [Detach()]
+
+    def attach(self, finals_received: int, now: float) -> list[Action]:
+        """The client is back, holding the first `finals_received` finals: `resumed`, the finals it
+        missed, then what waited (finals already replayed are not sent twice)."""
+        if not self.detached:
+            raise ProtocolError(ErrorCode.RESUME_FAILED, "this session is not waiting for a resume")
+        if not 0 <= finals_received <= len(self.finals):
+            raise ProtocolError(ErrorCode.RESUME_FAILED, f"finals_received must be in 0..{len(self.finals)}")
+        self._detached_until = None
+        self._last_input = now
+        waiting = self._outbox
+        self._outbox = Outbox(self._limits.max_pending_finals)
+        self._outbox.coalesced = waiting.coalesced
+        missed = self.finals[finals_received:]
+        events: list[Event] = [Resumed(self.session_id, self.audio_bytes_received, len(missed)), *missed]
+        while (event := waiting.pop()) is not None:
+            if not isinstance(event, (CaptionFinal, InterpretationFinal)):
+                events.append(event)
+        for event in events:
+            self._put_unrecorded(event)
+        return self._send()
+
+    def _abandon(self) -> list[Action]:
+        """The grace period ended without a resume: finish like `stop` (every word reaches the
+        journal), with nobody to send to."""
+        self._detached_until = None
+        self._reason = EndedReason.DISCONNECTED
+        self.phase = Phase.FINISHING
+        return [FinishMedia()]
 
     def connection_lost(self) -> list[Action]:
         """The websocket closed or a send blocked for the send timeout: nobody is listening."""
@@ -426,12 +512,17 @@ class SessionProtocol:
             frames_dropped=frames_dropped + self._frames_dropped_by_engine + self._rate_errors + self._frames_refused,
         )
 
+    def _put_unrecorded(self, event: Event) -> None:
+        try:
+            self._outbox.put(event)
+        except OutboxOverflow:
+            self._overflowed = True
+
     def _send(self, *events: Event) -> list[Action]:
         for event in events:
-            try:
-                self._outbox.put(event)
-            except OutboxOverflow:
-                self._overflowed = True
+            if isinstance(event, (CaptionFinal, InterpretationFinal)):
+                self.finals.append(event)
+            self._put_unrecorded(event)
         if self._overflowed and self.phase is not Phase.ENDED:
             return self._fail(ErrorCode.SLOW_CONSUMER, "the client is not reading events")
         return []
@@ -439,7 +530,7 @@ class SessionProtocol:
     def _error(self, code: ErrorCode, message: str) -> list[Action]:
         return self._send(Error(code, message, fatal=False))
 
-    def _fail(self, code: str, message: str) -> list[Action]:
+    def _fail(self, code: str, message: str, retry_after_s: float | None = None) -> list[Action]:
         """A fatal error: close the open caption, then `error` and `ended`."""
         if self.phase is Phase.ENDED:
             return []
@@ -448,11 +539,13 @@ class SessionProtocol:
             events += self._policy.finish(CaptionUpdate())  # committed words always reach a final
         self._reason = EndedReason.for_error(code)
         self.phase = Phase.ENDED  # before sending: an overflow now must not fail again
-        self._send(*events, Error(code, message, fatal=True))
+        self._send(*events, Error(code, message, fatal=True, retry_after_s=retry_after_s))
         return self._end(self._reason)
 
     def _end(self, reason: EndedReason) -> list[Action]:
         self.phase = Phase.ENDED
         finals = self._policy.finals_emitted if self._policy else 0
         self._send(Ended(reason, samples_to_seconds(self._received_samples), finals))
-        return [Close()]
+        client_gone = self._detached_until is not None or reason is EndedReason.DISCONNECTED
+        self._detached_until = None  # an ended session cannot be resumed
+        return [Close(client_gone=True)] if client_gone else [Close()]
