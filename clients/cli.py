@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
+import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -42,10 +42,18 @@ from patchstream.streaming.app import (
     BUNDLED_MODELS,
     ENGINE_NAMES,
     VISION_PARTS,
+    AdmissionConfig,
+    AuthConfig,
     EngineChoice,
     EngineError,
+    JournalConfig,
     LimitsConfig,
     ServerConfig,
+    TlsConfig,
+    configure_logging,
+    load_keys_file,
+    mint_token,
+    parse_key,
 )
 from patchstream.streaming.app import run as run_server
 from patchstream.streaming.app import run_until_complete, serve_in_process
@@ -70,6 +78,7 @@ class CaptionJob:
     language: str = "en"  # `start.language`: what is spoken (other than English needs --model base)
     video: bool = True  # stream the file's video too, when it has a video track
     video_fps: float = 1.0  # JPEG frames per media second sent
+    api_key: str | None = None  # Bearer credential for a remote server (--api-key / PATCHSTREAM_API_KEY)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--video-fps", type=float, default=1.0, metavar="FPS",
         help="video frames per second sent (default %(default)s; the server samples to its engine's rate)",
     )
+    caption.add_argument(
+        "--api-key", default=os.environ.get("PATCHSTREAM_API_KEY"), metavar="SECRET",
+        help="credential for --url (an API key or a signed token; default $PATCHSTREAM_API_KEY)",
+    )
     _add_engine_arguments(caption, default=None)
     caption.set_defaults(handler=_caption_command)
 
@@ -127,7 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=("debug", "info", "warning", "error"),
         help="(default %(default)s)",
     )
+    _add_operations_arguments(serve)
     serve.set_defaults(handler=_serve_command)
+
+    token = commands.add_parser(
+        "token", help="mint a signed, expiring token for a browser page",
+        description="Print a token for one API key (ID:SECRET, default the first of $PATCHSTREAM_API_KEYS), "
+        "for `?access_token=` on the stream URL. The server needs the same key.",
+    )
+    token.add_argument("--key", metavar="ID:SECRET", help="the key to sign with")
+    token.add_argument("--ttl", type=float, default=600.0, metavar="S", help="lifetime in seconds (default %(default)s)")
+    token.set_defaults(handler=_token_command)
 
     demo = commands.add_parser(
         "demo", help="synthesize English speech and caption it live",
@@ -172,6 +195,63 @@ def _add_engine_arguments(parser: argparse.ArgumentParser, default: str | None) 
     )
 
 
+def _add_operations_arguments(serve: argparse.ArgumentParser) -> None:
+    """Auth, TLS, capacity, resume, journal and log flags of `serve` (docs/operations.md)."""
+    group = serve.add_argument_group("auth, TLS, capacity, journal (docs/operations.md)")
+    group.add_argument("--api-key", action="append", default=[], metavar="ID:SECRET",
+                       help="accept this API key (repeatable; also $PATCHSTREAM_API_KEYS, comma-separated)")
+    group.add_argument("--keys-file", metavar="PATH", help="JSON file of keys with per-key limits")
+    group.add_argument("--no-auth", action="store_true",
+                       help="serve without keys on a non-loopback address (a private network only)")
+    group.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                       help="browser origin allowed besides the server's own, e.g. https://app.example (repeatable; * = any)")
+    group.add_argument("--certfile", metavar="PEM", help="TLS certificate chain: serve wss:// and https://")
+    group.add_argument("--keyfile", metavar="PEM", help="TLS private key (default: inside --certfile)")
+    group.add_argument("--journal-dir", metavar="DIR", default=_default_journal_dir(),
+                       help="where finals are journaled, one JSONL per session (default %(default)s; '' = none)")
+    group.add_argument("--journal-fsync", choices=("end", "every"), default=JournalConfig.fsync,
+                       help="fsync each journal at session end, or after every final (default %(default)s)")
+    group.add_argument("--resume-grace-s", type=float, default=ServerConfig.resume_grace_s, metavar="S",
+                       help="how long a dropped session waits for its client to resume (default %(default)s; 0 = never)")
+    group.add_argument("--target-utilisation", type=float, default=AdmissionConfig.target_utilisation, metavar="F",
+                       help="model-thread busy fraction admission fills up to (default %(default)s)")
+    group.add_argument("--log-format", choices=("text", "json"), default="text",
+                       help="text, or one JSON object per line with session_id and key_id (default %(default)s)")
+
+
+def _default_journal_dir() -> str:
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "patchstream", "journal")
+
+
+def _operations_config(args: argparse.Namespace) -> dict:
+    """The ServerConfig fields of `_add_operations_arguments` (ValueError on a bad key)."""
+    keys = [parse_key(text) for text in args.api_key]
+    keys += [parse_key(text) for text in os.environ.get("PATCHSTREAM_API_KEYS", "").split(",") if text.strip()]
+    if args.keys_file:
+        keys += load_keys_file(args.keys_file)
+    auth = AuthConfig(tuple(keys), tuple(args.allow_origin), loopback_only_when_open=not args.no_auth)
+    tls = TlsConfig(args.certfile, args.keyfile) if args.certfile else None
+    return dict(
+        auth=auth, tls=tls, resume_grace_s=args.resume_grace_s,
+        journal=JournalConfig(args.journal_dir or None, args.journal_fsync),
+        admission=AdmissionConfig(target_utilisation=args.target_utilisation),
+    )
+
+
+def _token_command(args: argparse.Namespace) -> int:
+    text = args.key or next((k for k in os.environ.get("PATCHSTREAM_API_KEYS", "").split(",") if k.strip()), None)
+    if text is None:
+        print("patchstream: give --key ID:SECRET (or set PATCHSTREAM_API_KEYS)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        print(mint_token(parse_key(text), args.ttl))
+    except ValueError as error:
+        print(f"patchstream: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
 def _vision_parts(text: str) -> tuple[str, ...]:
     parts = tuple(part.strip() for part in text.split(",") if part.strip())
     unknown = set(parts) - {*VISION_PARTS, "auto", "none"}
@@ -210,19 +290,18 @@ def _caption_command(args: argparse.Namespace) -> int:
     job = CaptionJob(
         file=args.file, url=args.url, engine=_engine_choice(args), fast=args.fast,
         json_lines=args.json, vtt=args.vtt, srt=args.srt, language=args.language,
-        video=not args.no_video, video_fps=args.video_fps,
+        video=not args.no_video, video_fps=args.video_fps, api_key=args.api_key,
     )
     return run_async(lambda: caption(job))
 
 
 def _serve_command(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
     limits = LimitsConfig(max_sessions=args.max_sessions, max_backlog_s=args.max_backlog_s)
     try:
-        run_server(ServerConfig(host=args.host, port=args.port, limits=limits), _engine_choice(args))
-    except (EngineError, OSError) as error:  # no model, or the port is taken
+        operations = _operations_config(args)
+        run_server(ServerConfig(host=args.host, port=args.port, limits=limits, **operations), _engine_choice(args))
+    except (EngineError, OSError, ValueError) as error:  # no model, the port is taken, a bad key or bind
         print(f"patchstream: {error}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
@@ -317,7 +396,7 @@ async def _caption_file(job: CaptionJob, on_event: Callable[[ReceivedEvent], Non
         frames = JpegFrameReader(job.file, job.video_fps)
         described += f"; video as JPEG at {job.video_fps:g} fps"
     print(f"patchstream: {info.path}: {described}", file=sys.stderr)
-    options = StreamOptions(url=job.url or "", fast=job.fast, language=job.language, video_fps=job.video_fps)
+    options = StreamOptions(url=job.url or "", fast=job.fast, language=job.language, video_fps=job.video_fps, api_key=job.api_key)
     try:
         if job.url:
             return await stream_reader(reader, options, on_event, frames)

@@ -17,10 +17,15 @@ from typing import AsyncIterator, Coroutine, TypeVar
 
 from patchstream.model.api import EngineChoice, EngineError
 from patchstream.model.engines import BUNDLED_MODELS, ENGINES, VISION_PARTS, build_engine
-from patchstream.streaming.config import LimitsConfig, ServerConfig
+from patchstream.streaming.admission import AdmissionConfig
+from patchstream.streaming.auth import ApiKey, AuthConfig, load_keys_file, mint_token, parse_key
+from patchstream.streaming.config import JournalConfig, LimitsConfig, ServerConfig, TlsConfig
+from patchstream.streaming.logging_context import configure_logging
 from patchstream.streaming.server import Server
 
-__all__ = ["BUNDLED_MODELS", "ENGINE_NAMES", "VISION_PARTS", "EngineChoice", "EngineError", "LimitsConfig", "ServerConfig", "run", "run_until_complete", "serve_in_process"]
+__all__ = ["BUNDLED_MODELS", "ENGINE_NAMES", "VISION_PARTS", "EngineChoice", "EngineError", "LimitsConfig", "ServerConfig", "run", "run_until_complete", "serve_in_process",
+           # issue 13: what `serve` configures for auth, TLS, capacity, the journal and logs
+           "AdmissionConfig", "ApiKey", "AuthConfig", "JournalConfig", "TlsConfig", "configure_logging", "load_keys_file", "mint_token", "parse_key"]
 
 ENGINE_NAMES = tuple(sorted(ENGINES))  # what `--engine` accepts
 T = TypeVar("T")
