@@ -24,6 +24,7 @@ from patchstream.streaming.auth import Principal
 
 WINDOW_S = 10.0  # the recent past the model averages over
 MIN_WINDOW_MEDIA_S = 2.0  # media seconds a window needs before its cost replaces warm-up's
+MIN_ALLOWANCE_S = 1.0  # a key with less media time left than this cannot start a session
 MAX_WINDOW_STEPS = 20_000  # bound of the step record (a fast fake engine steps very often)
 
 
@@ -119,7 +120,8 @@ class KeyUsage:
                 f"key {principal.key_id!r} already has {principal.max_sessions} live sessions, its limit",
                 None,
             )
-        if self.remaining_s(principal) == 0.0:
+        remaining = self.remaining_s(principal)
+        if remaining is not None and remaining < MIN_ALLOWANCE_S:
             return Refusal(
                 "quota_exceeded", f"key {principal.key_id!r} has used its {principal.max_media_minutes:g} media minutes", None
             )
