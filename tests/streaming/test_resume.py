@@ -156,3 +156,26 @@ async def test_an_engine_failure_in_one_session_leaves_the_others_captions_flowi
     assert error["code"] == "engine_error" and error["fatal"] and doomed[-1]["reason"] == "error"
     assert [f["text"] for f in of_type(healthy, "caption.final")] == ["w0", "w1", "w2."]
     assert healthy[-1]["reason"] == "stop"
+
+
+async def test_shutdown_flushes_live_and_detached_sessions_into_the_journal(tmp_path):
+    server = Server(config(tmp_path), build_engine(EngineChoice("fake")))
+    async with server:
+        live = await connect(server.url)
+        gone = await connect(server.url)
+        ids = []
+        for ws in (live, gone):
+            await ws.send(json.dumps(PCM_START))
+            ids.append(json.loads(await ws.recv())["session_id"])
+            await ws.send(tone_pcm(2.0))
+        while not all(s.protocol.audio_bytes_received == len(tone_pcm(2.0)) for s in server._sessions.values()):
+            await asyncio.sleep(0.02)
+        gone.transport.abort()  # detached, waiting for a resume, when the server stops
+        while not any(s.protocol.detached for s in server._sessions.values()):
+            await asyncio.sleep(0.02)
+    events = await until_ended(live)
+    assert any(e.get("code") == "shutting_down" for e in events) and events[-1]["reason"] == "shutdown"
+    async with Server(config(tmp_path), build_engine(EngineChoice("fake"))) as restarted:
+        for session_id in ids:
+            status, transcript = await get(restarted.port, f"/v1/transcripts/{session_id}")
+            assert status == 200 and transcript["ended_reason"] == "shutdown" and transcript["text"] == "w0 w1"
