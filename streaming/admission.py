@@ -2,7 +2,8 @@
 
 It is: a sans-I/O capacity model and the per-key usage counters. The model learns what one
 stream costs — model-thread seconds per second of media, measured at warm-up and then over a
-sliding window of real steps (`observe_step`) — and how busy the model thread is now. A new
+sliding window of real steps (`observe_step`; the latest measurement stands through idle times)
+— and how busy the model thread is now. A new
 session is admitted when the predicted load with it stays under `target_utilisation` and no
 session's audio is waiting longer than `max_lag_s` (the model is not behind). So a machine that
 carries four real-time streams admits about four, whatever `max_sessions` says; `max_sessions`
@@ -10,7 +11,10 @@ stays a hard cap. Refusals carry a retry hint. Times are arguments (loop seconds
 
 Cost is the window's ratio of busy time to media time, so it reflects today's batching: a batch
 of four streams costs less per stream than one stream alone, and the estimate follows as load
-grows. Before any traffic the warm-up measurement stands in.
+grows. Before any traffic the warm-up measurement stands in; it underestimates an engine that
+skips silence (Whisper's VAD sees the warm-up's near-silence), so on a cold server a burst of
+simultaneous starts may be over-admitted until the first seconds of speech are measured, after
+which the lag rule and the measured cost hold admissions back.
 
 It is not: authentication (`auth.py`), or the hard `max_sessions` cap (the server's).
 """
@@ -54,6 +58,7 @@ class CapacityModel:
         self.config = config
         self._steps: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=MAX_WINDOW_STEPS)
         self._warm_cost: float | None = None  # model s per media s of the warm-up
+        self._last_cost: float | None = None  # the latest cost measured on real traffic (kept through idle times)
 
     def warmed_up(self, busy_s: float, media_s: float) -> None:
         if media_s > 0:
@@ -77,8 +82,9 @@ class CapacityModel:
         """Model seconds per second of a real-time stream (the real-time factor of one stream)."""
         busy, media = self._window(now)
         if media >= MIN_WINDOW_MEDIA_S:
-            return busy / media
-        return self._warm_cost or 0.0
+            self._last_cost = busy / media
+            return self._last_cost
+        return self._last_cost or self._warm_cost or 0.0
 
     def capacity(self, now: float) -> float:
         """Real-time streams the model carries at the target (inf while a stream costs nothing)."""
@@ -95,7 +101,10 @@ class CapacityModel:
                 "server_busy", f"the model is {max_backlog_s:.1f} s behind; try again in {retry:g} s", retry
             )
         cost = self.cost_per_stream(now)
-        predicted = max(self.utilisation(now), streams * cost) + cost
+        # The measured busy time may still hold sessions that have just ended; with no live
+        # stream it says nothing about the next one.
+        measured = self.utilisation(now) if streams else 0.0
+        predicted = max(measured, streams * cost) + cost
         if predicted > self.config.target_utilisation:
             return Refusal(
                 "server_busy",

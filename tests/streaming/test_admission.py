@@ -34,7 +34,8 @@ def test_capacity_follows_the_measured_cost_of_a_stream():
     assert model.utilisation(110.0) == pytest.approx(0.3)
     assert model.decide(streams=3, max_backlog_s=0.0, now=110.0) is None
     assert model.decide(streams=8, max_backlog_s=0.0, now=110.0) is not None  # 0.8 + 0.1
-    assert model.cost_per_stream(500.0) == pytest.approx(0.25)  # the window emptied: warm-up again
+    assert model.cost_per_stream(500.0) == pytest.approx(0.1)  # idle: the last measurement stands
+    assert model.decide(streams=0, max_backlog_s=0.0, now=110.0) is None  # just-ended work is not load
 
 
 def test_a_model_that_is_behind_admits_nobody():
