@@ -42,7 +42,6 @@ from patchstream.streaming.protocol import (
     Error,
     ErrorCode,
     ProtocolError,
-    samples_to_seconds,
     to_json,
 )
 from patchstream.streaming.scheduler import Scheduler
@@ -234,8 +233,7 @@ class Server:
             if admitted:
                 self._streams -= 1
                 self._owners.pop(session_id, None)
-                received_s = samples_to_seconds(session.protocol._received_samples)
-                self.usage.closed(principal, received_s)
+                self.usage.closed(principal, session.protocol.received_s)
                 self.journal.close(session_id, session.protocol.ended_reason)
             log.info("session %s closed", session_id)
 

@@ -443,6 +443,11 @@ class SessionProtocol:
         return self.phase is Phase.STREAMING and self._resume_grace_s > 0
 
     @property
+    def received_s(self) -> float:
+        """Media seconds of audio received (what a key's media minutes are charged)."""
+        return samples_to_seconds(self._received_samples)
+
+    @property
     def ended_reason(self) -> EndedReason:
         """Why the session ended (or will, as it stands)."""
         return self._reason
