@@ -9,9 +9,12 @@ each stream speech files at real-time pace, one session per file, file after fil
 `--minutes`, so sessions open and close all the time (leaks show up) while the engine never
 rests. Every `--sample-s` it records the process's resident memory (server and clients share the
 process: both would show a leak) and the lag: the server's longest audio backlog and the
-clients' last `stats.lag_s`. At the end it compares the first and last fifth of the run
-(after the first sample, which includes warm-up): RSS must grow less than `--max-rss-growth-mb`
-and the mean lag must not rise by more than `--max-lag-rise-s`.
+clients' last `stats.lag_s`. At the end it compares the first and last fifth of the run after
+`--settle-s` (the first minute: the model's buffers and the decoder pools grow to their working
+size then): RSS must grow less than `--max-rss-growth-mb` and the mean lag must not rise by more
+than `--max-lag-rise-s`. Admission is off by default (`--admission` turns it on): the soak
+measures the server under steady load, not refusals; a refused session is retried after its hint
+and counted apart from errors.
 
 It is not: a test; a run is minutes to hours long.
 """
@@ -27,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from patchstream.bench import speech_set
-from patchstream.clients.stream_client import ClientError, ReceivedEvent, StreamOptions, stream_file
+from patchstream.clients.stream_client import ClientError, ReceivedEvent, ServerError, StreamOptions, stream_file
 from patchstream.model.api import EngineChoice
 from patchstream.model.engines import build_engine
+from patchstream.streaming.admission import AdmissionConfig
 from patchstream.streaming.config import ServerConfig
 from patchstream.streaming.server import Server
 
@@ -57,6 +61,7 @@ class Stream:
         self.url, self.files, self.offset = url, files, offset
         self.lag_s = 0.0
         self.sessions = 0
+        self.refused = 0  # server_busy at start (with --admission)
         self.errors: list[str] = []
 
     def on_event(self, received: ReceivedEvent) -> None:
@@ -71,6 +76,11 @@ class Stream:
             try:
                 await stream_file(path, StreamOptions(url=self.url), self.on_event)
                 self.sessions += 1
+            except ServerError as error:
+                if error.code != "server_busy":
+                    self.errors.append(str(error))
+                self.refused += error.code == "server_busy"
+                await asyncio.sleep(1.0)
             except ClientError as error:
                 self.errors.append(str(error))
                 await asyncio.sleep(1.0)
@@ -80,7 +90,8 @@ async def run(args: argparse.Namespace) -> int:
     files = [f.path for f in speech_set.load_speech_set(args.speech_dir) if 3.0 <= f.duration_s <= 60.0]
     engine = await asyncio.get_running_loop().run_in_executor(None, build_engine, EngineChoice(args.engine))
     samples: list[Sample] = []
-    async with Server(ServerConfig(host="127.0.0.1", port=0), engine) as server:
+    config = ServerConfig(host="127.0.0.1", port=0, admission=AdmissionConfig(enabled=args.admission))
+    async with Server(config, engine) as server:
         begin = time.monotonic()
         deadline = begin + args.minutes * 60
         streams = [Stream(server.url, files, i * 7) for i in range(args.streams)]
@@ -94,11 +105,12 @@ async def run(args: argparse.Namespace) -> int:
                   f"client lag {last.client_lag_s:5.2f} s  sessions {last.sessions}", file=sys.stderr, flush=True)
         await asyncio.gather(*tasks)
         errors = [e for s in streams for e in s.errors]
-    return report(args, samples, errors)
+        refused = sum(s.refused for s in streams)
+    return report(args, samples, errors, refused)
 
 
-def report(args: argparse.Namespace, samples: list[Sample], errors: list[str]) -> int:
-    usable = samples[1:] if len(samples) > 5 else samples
+def report(args: argparse.Namespace, samples: list[Sample], errors: list[str], refused: int) -> int:
+    usable = [s for s in samples if s.at_s >= args.settle_s] or samples
     fifth = max(1, len(usable) // 5)
     start, end = usable[:fifth], usable[-fifth:]
 
@@ -106,7 +118,8 @@ def report(args: argparse.Namespace, samples: list[Sample], errors: list[str]) -
         return statistics.fmean(getattr(r, attr) for r in rows)
 
     print(f"\nsoak: {args.minutes:g} min, {args.streams} real-time streams, engine {args.engine}; "
-          f"{samples[-1].sessions} sessions finished, {len(errors)} client errors")
+          f"{samples[-1].sessions} sessions finished, {refused} refused (server_busy), {len(errors)} client errors; "
+          f"compared after the first {args.settle_s:g} s (RSS {samples[0].rss_mb:.1f} MB at the first sample)")
     print("| | start (first fifth) | end (last fifth) | change |")
     print("|---|---|---|---|")
     for label, attr, unit in (("RSS", "rss_mb", "MB"), ("server lag", "server_lag_s", "s"), ("client lag", "client_lag_s", "s")):
@@ -130,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-s", type=float, default=10.0, help="sampling period (default %(default)s)")
     parser.add_argument("--max-rss-growth-mb", type=float, default=50.0)
     parser.add_argument("--max-lag-rise-s", type=float, default=0.5)
+    parser.add_argument("--settle-s", type=float, default=60.0, help="warm-up excluded from the comparison (default %(default)s)")
+    parser.add_argument("--admission", action="store_true", help="capacity admission on (refusals are retried)")
     parser.add_argument("--speech-dir", default=None, help="the speech set (default ../shared/speech)")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or not 1 <= args.streams <= 16:

@@ -135,7 +135,7 @@ async def exchange(url: str, sequence: list, started: bool) -> list[dict]:
             await ws.send(message)
         try:
             while True:
-                async with asyncio.timeout(0.3):
+                async with asyncio.timeout(0.2):
                     events.append(json.loads(await ws.recv()))
                 if events[-1]["type"] == "ended":
                     break
@@ -153,7 +153,7 @@ codec_garbage = st.tuples(
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(sequence=st.lists(messages, max_size=8), started=st.booleans())
 def test_the_server_answers_hostile_messages_with_documented_errors(live_server, sequence, started):
     events = asyncio.run(exchange(live_server.url, sequence, started))
