@@ -35,6 +35,8 @@ def test_an_empty_journal_dir_turns_the_journal_off_and_no_auth_lifts_the_loopba
 
 def test_a_keyless_serve_on_a_public_address_exits_with_a_clear_error(capsys, monkeypatch):
     monkeypatch.delenv("PATCHSTREAM_API_KEYS", raising=False)
+    # The root logger must not keep a handler on this test's captured stderr (closed afterwards).
+    monkeypatch.setattr("patchstream.clients.cli.configure_logging", lambda *args: None)
     assert main(["serve", "--host", "0.0.0.0", "--port", "0", "--engine", "fake", "--journal-dir", ""]) == 1
     assert "--no-auth" in capsys.readouterr().err
 
