@@ -193,20 +193,21 @@ async def test_media_the_engine_did_not_declare_is_refused(make):
         scheduler.submit(slot, VideoFrame(np.zeros((4, 4, 3), np.uint8), 0))
 
 
-async def test_video_latest_frame_wins_at_the_engines_rate(make):
+async def test_video_latest_frames_win_and_the_scheduler_does_not_sample_again(make):
     engine = RecordingEngine(media=frozenset({MediaKind.AUDIO, MediaKind.VIDEO}), video_fps=2.0)
     scheduler = await make(engine)
     slot, sink = await open_slot(scheduler, "a")
     half_second = 8_000
-    frames = [VideoFrame(np.full((4, 4, 3), i, np.uint8), i * half_second // 4) for i in range(9)]
-    for frame in frames:  # 8 fps offered; the engine wants 2
+    # Frames come already sampled where they enter (the session): here 2 fps, the engine's rate.
+    frames = [VideoFrame(np.full((4, 4, 3), i, np.uint8), i * half_second) for i in range(5)]
+    for frame in frames:
         scheduler.submit(slot, frame)
-    assert list(slot.video) == [frames[4], frames[8]]  # two frames wait, the newest taken
-    assert slot.frames_dropped == 1  # frames[0], due but pushed out
+    assert list(slot.video) == frames[3:]  # two frames wait, the newest taken
+    assert slot.frames_dropped == 3  # pushed out by newer ones
     await scheduler.start()
     await sink.wait(lambda: sink.results)
     fed = [call[2] for call in engine.calls if call[0] == "feed"]
-    assert fed == [frames[4], frames[8]]
+    assert fed == frames[3:]
 
 
 async def test_control_reaches_the_engine_on_the_model_thread(make):
