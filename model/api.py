@@ -267,7 +267,8 @@ def step_each(engine: Engine, states: Sequence[object]) -> list[StepResult | Exc
 
 def shutdown_engine(engine: Engine) -> None:
     """Free what an engine holds for all sessions (worker threads, runtime sessions) once none is
-    left. `shutdown()` is optional in the contract: an engine without one has nothing to free."""
+    left. `shutdown()` is optional in the contract: an engine without one has nothing to free.
+    The scheduler calls it when it stops, so an engine serves one server's lifetime."""
     shutdown = getattr(engine, "shutdown", None)
     if callable(shutdown):
         shutdown()

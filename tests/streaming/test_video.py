@@ -165,12 +165,15 @@ async def test_garbage_that_is_no_image_at_all_is_refused(server):
 
 async def test_a_frame_before_start_is_not_started(server):
     async with connect(server.url, max_size=None) as ws:
-        await ws.send(json.dumps({"type": "frame", "time": 0.0}))
+        await send_frames(ws, [(0.0, jpeg(solid(70)))])  # the announcement and its image, both too early
         await ws.send(json.dumps(VIDEO_START))
+        await send_frames(ws, [(0.0, jpeg(solid(70)))])
         await ws.send(tone_pcm(2.0))
         await ws.send(json.dumps({"type": "stop"}))
         events = await until_ended(ws)
-    assert events[0]["code"] == "not_started" and not events[0]["fatal"]
+    assert [(e["code"], e["fatal"]) for e in events[:2]] == [("not_started", False)] * 2
+    assert errors(events) == ["not_started", "not_started"]
+    assert [f["frame_times"] for f in of_type(events, "interpretation.final")] == [[0.0]]  # the one after start
     assert_survived(events)
 
 
