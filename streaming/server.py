@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hmac
 import http
 import logging
@@ -187,24 +188,6 @@ class Server:
         allowance = self.usage.remaining_s(principal)
         if allowance is not None:
             limits = dataclasses.replace(limits, max_session_s=min(limits.max_session_s, max(allowance, 1e-3)))
-        admitted = []
-
-        def admit() -> CodedError | None:
-            refusal = self.usage.refusal(principal) or self.capacity.decide(
-                self._streams, self.max_backlog_s(), time.monotonic()
-            )
-            if refusal is not None:
-                self.metrics.sessions.labels(outcome="refused").inc()
-                log.info("session %s refused: %s", session_id, refusal.message)
-                return CodedError(refusal.code, refusal.message, refusal.retry_after_s)
-            self.usage.opened(principal)
-            self._streams += 1
-            self._owners[session_id] = principal
-            self.journal.open(session_id, principal.key_id)
-            self.metrics.sessions.labels(outcome="admitted").inc()
-            admitted.append(True)
-            return None
-
         grace = self.config.resume_grace_s
         context = SessionContext(
             session_id=session_id,
@@ -213,7 +196,7 @@ class Server:
             limits=limits,
             scheduler_config=self.config.scheduler,
             engine_spec=self.engine.spec,
-            admit=admit,
+            admit=functools.partial(self._admit, session_id, principal),
             observer=SessionObserver(session_id, self.metrics, self.journal, self.engine.spec.sample_rate),
             resume_token=secrets.token_urlsafe(24) if grace > 0 else None,
             resume_grace_s=grace,
@@ -230,12 +213,25 @@ class Server:
             self._sessions.pop(session_id, None)
             self._session_tasks.discard(task)
             self.metrics.sessions_active.dec()
-            if admitted:
+            if self._owners.pop(session_id, None) is not None:  # it was admitted
                 self._streams -= 1
-                self._owners.pop(session_id, None)
                 self.usage.closed(principal, session.protocol.received_s)
                 self.journal.close(session_id, session.protocol.ended_reason)
             log.info("session %s closed", session_id)
+
+    def _admit(self, session_id: str, principal: Principal) -> CodedError | None:
+        """At `start`: the key's quota, then the model's headroom; an admitted session is counted."""
+        refusal = self.usage.refusal(principal) or self.capacity.decide(self._streams, self.max_backlog_s(), time.monotonic())
+        if refusal is not None:
+            self.metrics.sessions.labels(outcome="refused").inc()
+            log.info("session %s refused: %s", session_id, refusal.message)
+            return CodedError(refusal.code, refusal.message, refusal.retry_after_s)
+        self.usage.opened(principal)
+        self._streams += 1
+        self._owners[session_id] = principal
+        self.journal.open(session_id, principal.key_id)
+        self.metrics.sessions.labels(outcome="admitted").inc()
+        return None
 
     async def _resume(self, websocket: ServerConnection, principal: Principal, query: dict) -> None:
         """Attach a reconnecting client to its detached session, or refuse with `resume_failed`."""
