@@ -187,6 +187,7 @@ class StepResult:
     captions: CaptionUpdate = CaptionUpdate()  # transcript changes (empty for a silent step)
     interpretations: tuple[InterpretationUpdate, ...] = ()  # interpretation changes, in order
     dropped_frames: int = 0  # video frames the engine skipped since the last result (latest frame wins)
+    pending: bool = False  # the engine holds work for this session: step it again even if no new media arrives
 
     @property
     def processed_until(self) -> float:
