@@ -149,6 +149,7 @@ class Gemma4Session:
     segment_frames: list[float] = field(default_factory=list)  # media seconds of the open segment's frames
     must_close: bool = False  # the policy closes the segment at this step's emission
     committed_until: float = 0.0  # media seconds of the last committed word's end
+    caption_decodes: int = 0  # caption decodes so far, empty ones included (the benchmark's latency clock)
 
 
 class Gemma4Engine:
@@ -421,6 +422,7 @@ class Gemma4Engine:
         words = self._words(s, caption) if caption is not None else ()
         if caption is not None:
             s.audio_since_emit = 0
+            s.caption_decodes += 1
         pending = bool(s.pending)  # media the step budget left waiting: step again without new media
         if not closing:
             return StepResult(CaptionUpdate(tentative=words, processed_until=processed), interpretations,
