@@ -29,6 +29,7 @@ only), or a speculative decoder: the 12B's MTP drafter would propose tokens for 
 from __future__ import annotations
 
 import copy
+import logging
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -61,6 +62,8 @@ from patchstream.model.gemma4_batch import detached_decode_step, forward_rows, g
 from patchstream.model.gemma4_pieces import Piece, PieceMaker
 from patchstream.model.gemma4_processing import Gemma4Processor
 from patchstream.model.prefix_cache import PrefixCache
+
+log = logging.getLogger(__name__)
 
 AUDIO_TOKENS_PER_S = 25  # 16 kHz / 640 samples
 INTERPRETATION_KIND = "interpretation"  # InterpretationUpdate.kind of the session's instruction
@@ -411,7 +414,17 @@ class Gemma4Engine:
         if not rows:
             return []
         streams = [s.stream for s in rows]
-        tokens = generate_detached(self.model, streams, torch.stack(logits), limit, step=self._decode_step)
+        try:
+            tokens = generate_detached(self.model, streams, torch.stack(logits), limit, step=self._decode_step)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception:  # noqa: BLE001 - a compiler failure must not take the engine down
+            if self._decode_step is detached_decode_step:
+                raise
+            # The detached decode never touches the sessions' caches, so running it again eagerly is safe.
+            log.exception("the compiled decode step failed; decoding eagerly from now on")
+            self._decode_step = detached_decode_step
+            tokens = generate_detached(self.model, streams, torch.stack(logits), limit, step=self._decode_step)
         for stream, mark in zip(streams, marks):
             gs.rollback(stream, mark)
         return [self.tokenizer.decode(t).strip() for t in tokens]

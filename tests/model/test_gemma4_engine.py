@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import gc
+import json
 import weakref
 
 import numpy as np
@@ -192,8 +193,8 @@ def test_closing_a_session_frees_its_caches(checkpoint):
 
 
 async def test_a_websocket_session_gets_captions_and_interpretations_in_order(checkpoint):
-    """The real server on port 0, audio only: video and `instruction` on the wire are another branch's work, so
-    the interpretation instruction is the engine's default."""
+    """The real server on port 0, audio only, no instruction in `start`: the engine's default instruction
+    (`--instruction`) interprets it."""
     import json
 
     from websockets.asyncio.client import connect
@@ -238,7 +239,7 @@ def test_an_engine_far_behind_drops_the_oldest_audio_and_never_stitches_across_t
 
 
 async def test_the_scheduler_drives_two_sessions_of_audio_and_video_through_the_engine(checkpoint):
-    """Audio + video through the server's scheduler (the wire path for video is another branch's work)."""
+    """Audio + video through the server's scheduler, two sessions with their own instructions."""
     import asyncio
 
     from patchstream.streaming.config import SchedulerConfig
@@ -295,7 +296,13 @@ async def test_a_websocket_session_with_audio_and_video_interprets_its_frames(ch
     kinds = [e["type"] for e in events]
     assert kinds[0] == "ready" and kinds[-1] == "ended", kinds
     assert not [e for e in events if e["type"] == "error"], events
+    captions = [e for e in events if e["type"] == "caption.final"]
+    assert captions and [c["start"] for c in captions] == sorted(c["start"] for c in captions)
+    assert all(0.0 <= c["start"] <= c["end"] <= 4.0 + 0.05 for c in captions)
     interpretations = [e for e in events if e["type"].startswith("interpretation.")]
+    finals_at = {e["interpretation_id"]: i for i, e in enumerate(interpretations) if e["type"].endswith("final")}
+    for i, event in enumerate(interpretations):  # every partial is followed by its final, nothing after a final
+        assert finals_at[event["interpretation_id"]] >= i
     seen = sorted({t for e in interpretations for t in e["frame_times"]})
     assert seen and set(seen) <= {0.0, 1.0, 2.0, 3.0}, interpretations
     finals = [e for e in interpretations if e["type"] == "interpretation.final"]
@@ -526,3 +533,73 @@ def test_the_command_line_engine_options_reach_the_engine(checkpoint):
     assert eng.model.decoder.embed_tokens.weight.dtype == torch.float32
     with pytest.raises(EngineError, match="window_s must be above 0"):
         engine(checkpoint, window_s=0)
+
+
+def test_a_failing_compiled_decode_step_falls_back_to_the_eager_one(checkpoint):
+    from patchstream.model.gemma4_batch import detached_decode_step
+
+    eng, twin = engine(checkpoint), engine(checkpoint)
+
+    def broken(*args):
+        raise RuntimeError("the compiler could not lower this")
+
+    eng._decode_step = broken
+    a, b = eng.open(SessionOptions()), twin.open(SessionOptions())
+    assert steps(eng, a, speech(1.2)) == steps(twin, b, speech(1.2))
+    assert eng._decode_step is detached_decode_step
+
+
+async def test_start_and_control_choose_the_interpretations_over_the_wire(checkpoint):
+    """`interpretations: []` in start: captions only; a `control` with a new instruction mid-session: the next
+    decodes use it."""
+    from patchstream.streaming.server import Server
+    from tests.streaming.test_server import server_config
+    from tests.streaming.test_video import VIDEO_START, jpeg, solid, video_session
+
+    frames = [(float(t), jpeg(solid(60 * t))) for t in range(4)]
+    eng = engine(checkpoint, window_s=10.0)
+    asked = []
+    suffix = eng.pieces.interpretation_suffix
+    eng.pieces.interpretation_suffix = lambda audio_open, instruction: asked.append(instruction) or suffix(
+        audio_open, instruction)
+    video = {**VIDEO_START, "video": {"encoding": "jpeg", "fps": 1}}
+    change = json.dumps({"type": "control", "instruction": "Say what the caller wants."})
+    async with Server(server_config(), eng) as server:
+        quiet = await video_session(server.url, 2.0, frames[:2], start={**video, "instruction": "Describe.",
+                                                                          "interpretations": []}, pace_s=0.1)
+        assert not asked and not [e for e in quiet if e["type"].startswith("interpretation.")]
+        assert [e for e in quiet if e["type"] == "caption.final"] and quiet[-1]["type"] == "ended"
+        events = await video_session(server.url, 4.0, frames, start={**video, "instruction": "Describe."},
+                                     middle=[change], pace_s=0.1)
+    assert not [e for e in events if e["type"] == "error"], events
+    assert asked[0] == "Describe." and asked[-1] == "Say what the caller wants."
+    finals = [e for e in events if e["type"] == "interpretation.final"]
+    assert len(finals) >= 2  # the partial of the old instruction was closed, the new one has its own id
+
+
+async def test_a_client_that_disconnects_frees_its_sessions_caches(checkpoint):
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    from patchstream.streaming.server import Server
+    from tests.streaming.test_server import PCM_START, server_config, tone_pcm
+
+    eng = engine(checkpoint)
+    opened = []
+    eng.open = lambda options, open_=eng.open: opened.append(open_(options)) or opened[-1]
+    async with Server(server_config(), eng) as server:
+        ws = await connect(server.url)
+        await ws.send(json.dumps(PCM_START))
+        await ws.recv()  # ready: the session and its caches exist (opened[0] was the server's warm-up)
+        session = opened[-1]
+        await ws.send(tone_pcm(1.5))
+        refs = [weakref.ref(cache.k) for cache in session.stream.caches]
+        ws.transport.abort()  # no stop, no close frame
+        for _ in range(200):
+            if server.active_sessions == 0 and session.stream is None:
+                break
+            await asyncio.sleep(0.05)
+        assert server.active_sessions == 0
+    gc.collect()
+    assert kv_bytes(session) == 0 and all(ref() is None for ref in refs)
