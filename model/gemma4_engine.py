@@ -533,8 +533,13 @@ def build(choice: EngineChoice) -> Gemma4Engine:
         config = Gemma4EngineConfig(**choice.options)
     except (TypeError, ValueError) as error:
         raise EngineError(f"bad gemma4 engine options: {error}") from error
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise EngineError(f"device {config.device!r}: this torch sees no cuda device")
+    if config.device != "auto":
+        try:
+            device = torch.device(config.device)
+        except RuntimeError as error:
+            raise EngineError(f"bad gemma4 engine device {config.device!r}: {error}") from error
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise EngineError(f"device {config.device!r}: this torch sees no cuda device")
     return build_from_directory(choice.model_path, config)
 
 

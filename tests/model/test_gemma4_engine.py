@@ -603,3 +603,13 @@ async def test_a_client_that_disconnects_frees_its_sessions_caches(checkpoint):
         assert server.active_sessions == 0
     gc.collect()
     assert kv_bytes(session) == 0 and all(ref() is None for ref in refs)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"device": "tpu9"}, "bad gemma4 engine device"),
+    ({"dtype": "float16"}, "dtype must be one of"),
+    ({"max_batch": 0}, "max_batch must be above 0"),
+])
+def test_bad_engine_options_are_engine_errors(checkpoint, options, message):
+    with pytest.raises(EngineError, match=message):
+        engine(checkpoint, **options)
