@@ -18,6 +18,7 @@ Call pattern (the server's scheduler owns a model thread and is the only caller)
 
 The scheduler only feeds media kinds the engine's `spec.media` declares, audio in whole multiples
 of `spec.samples_per_chunk`, and video at most `spec.video_fps` frames per second (latest wins).
+A session whose `StepResult.pending` is True is stepped again even when no new media arrives.
 
 Engines are not thread-safe: all calls for all sessions happen on one thread at a time.
 """
