@@ -613,3 +613,18 @@ async def test_a_client_that_disconnects_frees_its_sessions_caches(checkpoint):
 def test_bad_engine_options_are_engine_errors(checkpoint, options, message):
     with pytest.raises(EngineError, match=message):
         engine(checkpoint, **options)
+
+
+def test_a_session_whose_frame_breaks_a_batched_step_fails_alone(checkpoint):
+    """The scheduler's rule (`api.step_each`): the batch raises, is undone, and is stepped session by session."""
+    from patchstream.model.api import step_each
+
+    eng = engine(checkpoint)
+    good, bad, other = (eng.open(SessionOptions()) for _ in range(3))
+    twins = [eng.open(SessionOptions()) for _ in range(2)]
+    for state, seed in zip((good, bad, other, *twins), (0, 1, 2, 0, 2)):  # the twins hear what good and other hear
+        eng.feed(state, AudioChunk(speech(1.2, seed=seed), 0))
+    eng.feed(bad, VideoFrame(np.zeros((0, 0, 3), np.uint8), 8_000))  # cannot be sized into patches
+    results = step_each(eng, [good, bad, other])
+    assert isinstance(results[1], Exception) and not isinstance(results[0], Exception)
+    assert [results[0], results[2]] == eng.step(twins)
