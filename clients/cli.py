@@ -41,6 +41,7 @@ from patchstream.clients.terminal import TerminalRenderer
 from patchstream.streaming.app import (
     BUNDLED_MODELS,
     ENGINE_NAMES,
+    ENGINE_OPTIONS,
     VISION_PARTS,
     EngineChoice,
     EngineError,
@@ -164,12 +165,59 @@ def _add_engine_arguments(parser: argparse.ArgumentParser, default: str | None) 
     model.add_argument(
         "--model-path", metavar="DIR", help="local model directory: CTranslate2 for whisper, a Gemma 4 checkpoint for gemma4 (default: a bundled --model)"
     )
+    _add_engine_options(parser)
     parser.add_argument(
         "--vision", default="auto", type=_vision_parts, metavar="PARTS",
         help="interpretations from video beside the captions: comma-separated ocr (on-screen text, "
         "needs the `vision` extra), scenes (scene changes); auto (default: scenes, and ocr when "
         "installed) or none",
     )
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """Engine knobs; each flag's dest is the `EngineChoice.options` key (`ENGINE_OPTIONS` says which engine
+    takes it). Unset flags leave the engine's own default (docs/gemma4-engine.md lists them)."""
+    group = parser.add_argument_group("gemma4 engine options (with --engine gemma4)")
+    group.add_argument(
+        "--window-s", dest="window_s", type=float, metavar="S",
+        help="most audio in one segment before it is committed and the context resets "
+        "(default 15; the 12B loses track of audio beyond about 20 s)",
+    )
+    group.add_argument(
+        "--emit-every-s", dest="emit_every_s", type=float, metavar="S",
+        help="new audio between two tentative caption decodes (default 1)",
+    )
+    group.add_argument(
+        "--pause-s", dest="pause_s", type=float, metavar="S",
+        help="quiet after speech that closes (commits) a segment (default 0.6)",
+    )
+    group.add_argument(
+        "--instruction", dest="default_instruction", metavar="TEXT",
+        help="interpretation instruction for sessions whose `start` sends none (default: none)",
+    )
+    group.add_argument(
+        "--max-batch", dest="max_batch", type=_positive_int, metavar="N",
+        help="sessions advanced by one model step (default 8)",
+    )
+    group.add_argument(
+        "--dtype", dest="dtype", choices=("auto", "bfloat16", "float32"),
+        help="weights and caches (default auto: bfloat16 on cuda, float32 on cpu)",
+    )
+    group.add_argument(
+        "--device", dest="device", metavar="DEVICE",
+        help="cpu, cuda or cuda:N (default auto: cuda when available)",
+    )
+
+
+ENGINE_OPTION_FLAGS = {  # option -> its flag, for messages
+    "window_s": "--window-s", "emit_every_s": "--emit-every-s", "pause_s": "--pause-s",
+    "default_instruction": "--instruction", "max_batch": "--max-batch", "dtype": "--dtype", "device": "--device",
+}
+
+
+def _engine_options(args: argparse.Namespace) -> dict:
+    """The engine options set on the command line (unset ones are left to the engine)."""
+    return {name: getattr(args, name) for name in ENGINE_OPTION_FLAGS if getattr(args, name, None) is not None}
 
 
 def _vision_parts(text: str) -> tuple[str, ...]:
@@ -197,12 +245,23 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command == "caption" and args.video_fps <= 0:
         parser.error("--video-fps must be above 0")
+    options = _engine_options(args)
+    if options and args.command == "caption" and args.url:
+        parser.error(f"{', '.join(ENGINE_OPTION_FLAGS[n] for n in options)} configure the in-process server's "
+                     "engine; drop them with --url")
+    engine = args.engine or DEFAULT_ENGINE
+    foreign = [n for n in options if n not in ENGINE_OPTIONS.get(engine, ())]
+    if foreign:
+        takers = sorted(name for name, names in ENGINE_OPTIONS.items() if set(foreign) <= set(names))
+        parser.error(f"{', '.join(ENGINE_OPTION_FLAGS[n] for n in foreign)}: options of --engine "
+                     f"{' or '.join(takers) or '?'}, not {engine}")
     return args.handler(args)
 
 
 def _engine_choice(args: argparse.Namespace) -> EngineChoice:
     return EngineChoice(
-        name=args.engine or DEFAULT_ENGINE, model_path=args.model_path or args.model, vision=args.vision
+        name=args.engine or DEFAULT_ENGINE, model_path=args.model_path or args.model,
+        options=_engine_options(args), vision=args.vision,
     )
 
 

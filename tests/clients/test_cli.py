@@ -119,6 +119,33 @@ def test_the_model_option_reaches_the_engine_choice(command):
     assert _engine_choice(build_parser().parse_args(command)).model_path is None  # tiny.en
 
 
+def test_gemma4_engine_options_reach_the_engine_choice_and_unset_ones_stay_unset():
+    args = build_parser().parse_args([
+        "serve", "--engine", "gemma4", "--model-path", "/ckpt", "--window-s", "10", "--emit-every-s", "0.5",
+        "--pause-s", "0.4", "--instruction", "Describe the scene.", "--max-batch", "16", "--dtype", "bfloat16",
+        "--device", "cuda:1",
+    ])
+    assert _engine_choice(args).options == {
+        "window_s": 10.0, "emit_every_s": 0.5, "pause_s": 0.4, "default_instruction": "Describe the scene.",
+        "max_batch": 16, "dtype": "bfloat16", "device": "cuda:1",
+    }
+    args = build_parser().parse_args(["serve", "--engine", "gemma4", "--model-path", "/ckpt", "--pause-s", "1"])
+    assert _engine_choice(args).options == {"pause_s": 1.0}  # the engine's own defaults for the rest
+    assert _engine_choice(build_parser().parse_args(["serve"])).options == {}
+
+
+@pytest.mark.parametrize("argv", [
+    ["serve", "--engine", "whisper", "--window-s", "10"],  # an option of another engine
+    ["caption", "a.wav", "--url", "ws://h:1/v1/stream", "--pause-s", "1"],  # no in-process engine
+    ["serve", "--engine", "gemma4", "--dtype", "float16"],  # not a choice
+    ["serve", "--engine", "gemma4", "--max-batch", "0"],
+])
+def test_engine_options_that_cannot_apply_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and capsys.readouterr().err
+
+
 def test_model_and_model_path_are_exclusive_and_names_are_checked():
     for argv in (["serve", "--model", "base", "--model-path", "/m"], ["serve", "--model", "large"]):
         with pytest.raises(SystemExit):
