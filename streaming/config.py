@@ -24,6 +24,7 @@ class LimitsConfig:
     idle_timeout_s: float = 60.0  # no audio and no control message for this long ends the session
     send_timeout_s: float = 20.0  # one send blocked this long means the client stopped reading
     max_session_s: float = 4 * 3600.0  # media seconds one session may stream
+    peer_media_timeout_s: float = 10.0  # WebRTC: no media this long after the answer ends the session (`peer_lost`)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,114 @@
+"""Decoded WebRTC media → the websocket path's chunks and patchified frames, on one media clock.
+
+It is: what happens to a peer connection's frames after the transport, and nothing
+WebRTC-specific beyond their timestamps. aiortc (in `webrtc.py`) hands over `av.AudioFrame`s
+(Opus already decoded to PCM) and `av.VideoFrame`s (VP8/H.264 already decoded), each with its
+RTP timestamp as `pts` (counted from the track's first packet) and the loop time it arrived.
+`PeerClock` turns those into 16 kHz media time; `PeerMediaDecoder` then runs the very code the
+websocket path runs: `decode.FrameResampler` (PyAV's resampler, the byte decoders' clock) →
+`chunker.AudioChunker` for audio, `frames.FrameSampler` (the engine's rate) →
+`video_decode.patchify` for video.
+
+Time travels with the data: within a track, media time comes from the RTP timestamps alone, so
+a lost packet leaves a gap the chunker fills with silence rather than pulling later audio
+earlier. Only where each track starts is taken from arrival: media time 0 is the arrival of the
+first frame of either track and the other track's first frame is placed at its own arrival
+(RTCP sender reports would align them exactly; aiortc does not expose them, and at the engines'
+one frame per second the arrival's few tens of milliseconds do not matter).
+
+It is not: async and holds no sockets. The session calls `decode` off the event loop, one call
+at a time; it never imports aiortc.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+
+from patchstream.model.api import AudioChunk, EngineSpec, VideoFrame, seconds_to_samples
+from patchstream.streaming.chunker import AudioChunker
+from patchstream.streaming.decode import FrameResampler
+from patchstream.streaming.frames import FrameSampler
+from patchstream.streaming.video_decode import patchify
+
+
+@dataclass(frozen=True)
+class PeerFrame:
+    """One decoded frame of a peer connection's track."""
+
+    frame: av.AudioFrame | av.VideoFrame  # pts: RTP time since the track's first packet
+    arrived: float  # loop seconds when the track delivered it (only a track's first frame uses it)
+
+
+@dataclass(frozen=True)
+class PeerBatch:
+    """Everything the peer connection delivered since the last batch."""
+
+    audio: tuple[PeerFrame, ...] = ()  # in arrival order, every frame (bounded upstream in seconds)
+    video: PeerFrame | None = None  # the newest frame only: latest frame wins
+    dropped_audio_samples: int = 0  # 16 kHz samples dropped upstream because decode fell behind
+
+
+@dataclass(frozen=True)
+class PeerOutput:
+    """What one batch became."""
+
+    chunks: list[AudioChunk] = field(default_factory=list)  # whole chunks, as the websocket path makes them
+    frames: list[VideoFrame] = field(default_factory=list)  # patchified frames due at the engine's rate
+    oversized_frames: int = 0  # video frames larger than the pixel limit: never resized
+
+
+class PeerClock:
+    """Each track's `pts` → 16 kHz media time on the session's one clock."""
+
+    def __init__(self) -> None:
+        self._origin: float | None = None  # arrival of the first frame of any track: media time 0
+        self._tracks: dict[str, tuple[Fraction, float]] = {}  # kind → (first pts in s, its media s)
+
+    def start_sample(self, kind: str, frame: PeerFrame) -> int:
+        pts = frame.frame.pts or 0
+        seconds = Fraction(pts) * (frame.frame.time_base or Fraction(1))
+        if self._origin is None:
+            self._origin = frame.arrived
+        if kind not in self._tracks:
+            self._tracks[kind] = (seconds, frame.arrived - self._origin)
+        first, placed_at = self._tracks[kind]
+        return seconds_to_samples(placed_at + float(seconds - first))
+
+
+class PeerMediaDecoder:
+    """One WebRTC session's media path after the transport. Not thread-safe; one call at a time."""
+
+    def __init__(self, spec: EngineSpec, chunker: AudioChunker, max_pixels: int) -> None:
+        self._clock = PeerClock()
+        self._resampler = FrameResampler()
+        self._chunker = chunker  # the session's: the same one the websocket path would use
+        self._sampler = FrameSampler(spec.video_fps) if spec.video_fps > 0 else None  # None: the engine takes no video
+        self._soft_tokens = spec.frame_soft_tokens
+        self._max_pixels = max_pixels
+
+    def decode(self, batch: PeerBatch) -> PeerOutput:
+        out = PeerOutput()
+        for peer in batch.audio:
+            for audio in self._resampler.push(peer.frame, self._clock.start_sample("audio", peer)):
+                out.chunks.extend(self._chunker.push(audio))
+        if batch.video is not None and self._sampler is not None:
+            self._video(batch.video, out)
+        return out
+
+    def flush(self) -> list[AudioChunk]:
+        """End of stream: the resampler's tail, then the chunker's last partial chunk padded."""
+        chunks = [chunk for audio in self._resampler.flush() for chunk in self._chunker.push(audio)]
+        return chunks + self._chunker.flush()
+
+    def _video(self, peer: PeerFrame, out: PeerOutput) -> None:
+        frame = peer.frame
+        start_sample = self._clock.start_sample("video", peer)
+        if frame.width * frame.height > self._max_pixels:
+            out.oversized_frames += 1
+            return
+        if self._sampler.admit(start_sample):
+            out.frames.append(patchify(frame, start_sample, self._soft_tokens))
+
