@@ -37,6 +37,9 @@ from patchstream.streaming.protocol import (
 PACKET_S = 0.02  # one audio frame handed to the Opus encoder: 20 ms, WebRTC's usual packet
 VIDEO_CLOCK = 90_000  # Hz: the RTP clock of video
 ANSWER_TIMEOUT_S = 20.0  # the server's answer to the offer
+# Silence sent after the file before `stop`: `stop` travels on the websocket and could overtake
+# the last speech packets still in the jitter buffers.
+TAIL_S = 0.5
 
 PcmSource = Callable[[], Awaitable[np.ndarray | None]]  # next int16 mono samples at `rate`; None: the end
 
@@ -166,6 +169,7 @@ class WebRTCSession(_Session):
                 await apply_answer(pc, await self._answer)
             await track.finished.wait()
             self._sent_samples = track.sent_samples
+            await asyncio.sleep(TAIL_S)
             await self._ws.send(control_to_json(StopMessage()))
             await asyncio.Event().wait()  # the peer stays up until `ended` (the session cancels this task)
         finally:

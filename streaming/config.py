@@ -44,3 +44,6 @@ class ServerConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     shutdown_grace_s: float = 5.0  # on shutdown, time sessions get to flush their finals
     decode_threads: int = 2  # worker threads for PyAV decoding (kept off the event loop)
+    web_dir: str | None = None  # the browser page's directory, served at GET /; None: no page
+    certfile: str | None = None  # TLS certificate chain (PEM): serve https:// and wss://; None: plain
+    keyfile: str | None = None  # its private key (PEM); None: inside `certfile`
