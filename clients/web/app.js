@@ -60,7 +60,8 @@ function fill(select, devices, noun, withNone) {
   const chosen = select.value;
   select.replaceChildren();
   if (withNone) select.append(new Option("none", ""));
-  devices.forEach((d, i) => select.append(new Option(d.label || `${noun} ${i + 1}`, d.deviceId || "default")));
+  // Before permission is granted the browser hides ids ("any": whichever device it picks).
+  devices.forEach((d, i) => select.append(new Option(d.label || `${noun} ${i + 1}`, d.deviceId || "any")));
   if ([...select.options].some((o) => o.value === chosen)) select.value = chosen;
 }
 
@@ -72,11 +73,12 @@ async function start() {
   setState("connecting", "opening devices…");
   let stream;
   try {
+    const device = (value) => (value && value !== "any" ? { exact: value } : undefined);
     const camera = ui.camera.value;
     stream = await navigator.mediaDevices.getUserMedia({
       // Raw speech: browser voice processing is tuned for calls, not for recognition.
-      audio: { deviceId: ui.mic.value ? { exact: ui.mic.value } : undefined, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
-      video: camera ? { deviceId: { exact: camera }, width: { ideal: 640 }, frameRate: { ideal: 10, max: 15 } } : false,
+      audio: { deviceId: device(ui.mic.value), echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+      video: camera ? { deviceId: device(camera), width: { ideal: 640 }, frameRate: { ideal: 10, max: 15 } } : false,
     });
   } catch (error) {
     showError(deviceErrorMessage(error));
