@@ -50,9 +50,10 @@ class PcmTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, source: PcmSource, rate: int = WIRE_SAMPLE_RATE):
+    def __init__(self, source: PcmSource, rate: int = WIRE_SAMPLE_RATE, on_start: Callable[[], None] | None = None):
         super().__init__()
         self.rate = rate
+        self._on_start = on_start  # called as the first sample goes out: media time 0 on this clock
         self.finished = asyncio.Event()  # every sample of the source went out
         self.sent_samples = 0  # source samples sent (silence after the end not counted)
         self._source = source
@@ -66,6 +67,8 @@ class PcmTrack(MediaStreamTrack):
             raise MediaStreamError
         if self._start is None:
             self._start = time.monotonic()
+            if self._on_start is not None:
+                self._on_start()
         delay = self._start + self._pts / self.rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)  # absolute deadlines: a late wake-up never accumulates drift
@@ -160,8 +163,13 @@ class WebRTCSession(_Session):
             frames = await loop.run_in_executor(None, self._reader.read, READ_BATCH_FRAMES)
             return np.frombuffer(b"".join(frames), "<i2") if frames else None
 
+        def media_time_zero() -> None:
+            # `client_time_s` counts from media time 0: here the first sample sent, not `ready`
+            # (the peer connection is set up in between), so latencies compare across transports.
+            self._origin = time.monotonic()
+
         pc = new_peer_connection()
-        track = PcmTrack(next_pcm)
+        track = PcmTrack(next_pcm, on_start=media_time_zero)
         pc.addTrack(track)
         try:
             await self._ws.send(control_to_json(await offer_for(pc)))
