@@ -90,25 +90,21 @@ class PeerMediaDecoder:
         self._max_pixels = max_pixels
 
     def decode(self, batch: PeerBatch) -> PeerOutput:
-        out = PeerOutput()
+        chunks: list[AudioChunk] = []
         for peer in batch.audio:
             for audio in self._resampler.push(peer.frame, self._clock.start_sample("audio", peer)):
-                out.chunks.extend(self._chunker.push(audio))
-        if batch.video is not None and self._sampler is not None:
-            self._video(batch.video, out)
-        return out
+                chunks.extend(self._chunker.push(audio))
+        if batch.video is None or self._sampler is None:
+            return PeerOutput(chunks)
+        frame = batch.video.frame
+        start_sample = self._clock.start_sample("video", batch.video)
+        if frame.width * frame.height > self._max_pixels:
+            return PeerOutput(chunks, oversized_frames=1)
+        if not self._sampler.admit(start_sample):
+            return PeerOutput(chunks)
+        return PeerOutput(chunks, [patchify(frame, start_sample, self._soft_tokens)])
 
     def flush(self) -> list[AudioChunk]:
         """End of stream: the resampler's tail, then the chunker's last partial chunk padded."""
         chunks = [chunk for audio in self._resampler.flush() for chunk in self._chunker.push(audio)]
         return chunks + self._chunker.flush()
-
-    def _video(self, peer: PeerFrame, out: PeerOutput) -> None:
-        frame = peer.frame
-        start_sample = self._clock.start_sample("video", peer)
-        if frame.width * frame.height > self._max_pixels:
-            out.oversized_frames += 1
-            return
-        if self._sampler.admit(start_sample):
-            out.frames.append(patchify(frame, start_sample, self._soft_tokens))
-
