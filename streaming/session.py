@@ -100,6 +100,7 @@ class Session:
         self._peer = None  # WebRTC sessions: the `webrtc.PeerConnection` (aiortc is imported only for them)
         self._peer_decoder: PeerMediaDecoder | None = None  # WebRTC sessions: frames → chunks and patchified frames
         self._peer_media_queued = False  # a PEER_MEDIA marker waits in the media queue
+        self._peer_frames_dropped = 0  # WebRTC video frames over the pixel limit, never resized
 
     def request_shutdown(self) -> None:
         """The server is stopping: the protocol says so and finishes like on `stop`."""
@@ -246,6 +247,7 @@ class Session:
         if batch.dropped_audio_samples:
             self._apply(self.protocol.audio_dropped(batch.dropped_audio_samples))
         output = await loop.run_in_executor(self.ctx.decode_executor, self._peer_decoder.decode, batch)
+        self._peer_frames_dropped += output.oversized_frames
         self._apply(self.protocol.decoded(output.chunks))
         for frame in output.frames:
             self._apply(self.protocol.frame_decoded(frame, demuxed=True))
@@ -352,6 +354,7 @@ class Session:
             backlog_s = self._slot.backlog_s if self._slot is not None else 0.0
             frames_dropped = self._slot.frames_dropped if self._slot is not None else 0
             frames_dropped += self._decoder.frames_dropped if self._decoder is not None else 0
+            frames_dropped += self._peer_frames_dropped
             self._apply(self.protocol.tick(loop.time(), backlog_s, frames_dropped))
 
     async def _send_loop(self) -> None:

@@ -3,7 +3,8 @@
 It is: every decision a session makes. It takes what happened — a text or binary message from
 the client, decoded audio, an engine result or failure, the end of the engine's work, a clock
 tick, a shutdown request, a lost connection — and answers with actions for its shell (`Open` the
-decoder and engine session, `Decode` these bytes, `Submit` this chunk, `FinishMedia`, `Close`),
+decoder and engine session, `Decode` these bytes, `Submit` this chunk, `FinishMedia`, `Close`,
+`Signal` a WebRTC offer or candidate to the peer connection),
 while the events to send wait in its outbox (`next_event`). Time is an argument (`now`, loop
 seconds), so tests drive it on a fake clock.
 

@@ -261,3 +261,16 @@ async def test_shutdown_closes_live_peer_connections(server):
         await pc.close()
     assert events[-1]["reason"] == "shutdown"
     assert peer._pc.connectionState == "closed"
+
+
+def test_one_module_per_side_imports_aiortc():
+    from pathlib import Path  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parents[2]
+    importers = sorted(
+        str(path.relative_to(root))
+        for folder in ("streaming", "clients", "model", "bench")
+        for path in (root / folder).glob("*.py")
+        if re.search(r"^\s*(from|import) aiortc", path.read_text(encoding="utf-8"), re.MULTILINE)
+    )
+    assert importers == ["clients/webrtc_sender.py", "streaming/webrtc.py"]
