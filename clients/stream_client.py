@@ -7,7 +7,9 @@ sends the audio in 100 ms frames paced like a live capture (or as fast as the se
 with the file's video (when asked for) as JPEG frames (`frame_reader.py`) interleaved by media
 time, each after its `frame` message, receives events concurrently, sends `stop` at the end and
 returns when `ended` arrives. Every
-event goes to a callback with its client-side receive time. See docs/protocol.md.
+event goes to a callback with its client-side receive time. See docs/protocol.md. With
+`StreamOptions.transport == "webrtc"` the audio goes as a WebRTC track instead
+(`clients/webrtc_sender.py`); the events still come here.
 
 It is not: a renderer (`clients/terminal.py`), a subtitle writer (`clients/subtitles.py`) or a
 command line (`clients/cli.py`); it prints nothing. It does not resample by hand (PyAV does), and

@@ -81,11 +81,12 @@ class PeerClock:
 class PeerMediaDecoder:
     """One WebRTC session's media path after the transport. Not thread-safe; one call at a time."""
 
-    def __init__(self, spec: EngineSpec, chunker: AudioChunker, max_pixels: int) -> None:
+    def __init__(self, spec: EngineSpec, chunker: AudioChunker, max_pixels: int, video: bool = True) -> None:
         self._clock = PeerClock()
         self._resampler = FrameResampler()
         self._chunker = chunker  # the session's: the same one the websocket path would use
-        self._sampler = FrameSampler(spec.video_fps) if spec.video_fps > 0 else None  # None: the engine takes no video
+        # None: no video goes on (the engine takes none, or the session's `start` declared none).
+        self._sampler = FrameSampler(spec.video_fps) if video and spec.video_fps > 0 else None
         self._soft_tokens = spec.frame_soft_tokens
         self._max_pixels = max_pixels
 

@@ -201,7 +201,9 @@ class Session:
             error = CodedError(ErrorCode.UNSUPPORTED_ENCODING, "this server was installed without WebRTC (the `webrtc` extra)")
             self._apply(self.protocol.open_failed(error))
             return
-        self._peer_decoder = PeerMediaDecoder(self.ctx.engine_spec, self._chunker, self.ctx.limits.max_image_pixels)
+        self._peer_decoder = PeerMediaDecoder(
+            self.ctx.engine_spec, self._chunker, self.ctx.limits.max_image_pixels, video=action.start.video is not None
+        )
         self._peer = webrtc.PeerConnection(self._peer_delivered, self._peer_lost)
         try:
             self._slot = await self.ctx.scheduler.open(

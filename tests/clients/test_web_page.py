@@ -26,7 +26,7 @@ import pytest
 from patchstream.bench.speech_set import default_speech_dir
 from patchstream.model.api import EngineChoice
 from patchstream.model.engines import build_engine
-from patchstream.streaming.config import ServerConfig
+from patchstream.streaming.config import LimitsConfig, ServerConfig
 from patchstream.streaming.server import Server
 
 jiwer = pytest.importorskip("jiwer")
@@ -158,3 +158,26 @@ async def test_the_page_captions_microphone_speech_and_reads_the_camera(transpor
     stats = [e for e in events if e["type"] == "stats"]
     assert stats[-1]["frames_received"] > 0  # the camera reached the server ...
     assert [e for e in events if e["type"].startswith("interpretation.")]  # ... and was read (scene changes)
+
+
+async def test_the_page_explains_a_busy_server_and_a_denied_microphone(fake_devices):
+    microphone, _, _ = fake_devices
+    config = ServerConfig(port=0, web_dir=str(WEB_DIR), limits=LimitsConfig(max_sessions=0))
+    granted = [*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={microphone}"]
+    # Without the fake permission UI, headless Chromium denies the media permission prompt.
+    denied = [flag for flag in granted if flag != "--use-fake-ui-for-media-stream"] + ["--deny-permission-prompts"]
+    messages = {}
+    async with Server(config, build_engine(EngineChoice("fake"))) as server, playwright_api.async_playwright() as playwright:
+        for name, flags in (("busy", granted), ("denied", denied)):
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=flags, chromium_sandbox=False)
+            try:
+                page = await browser.new_page()
+                await page.goto(f"{server.page_url}?transport=websocket")
+                await page.click("#start")
+                await page.wait_for_selector("#errors p", timeout=STEP_TIMEOUT_MS)
+                await wait_for(page, "window.patchstream.state === 'ended' || window.patchstream.state === 'idle'")
+                messages[name] = await page.locator("#errors p").all_inner_texts()
+            finally:
+                await browser.close()
+    assert any("busy" in m and "server_busy" in m for m in messages["busy"]), messages
+    assert any(m.startswith("Permission denied") for m in messages["denied"]), messages

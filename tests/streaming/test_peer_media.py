@@ -74,3 +74,8 @@ def test_oversized_video_is_never_resized_and_audio_only_engines_get_no_video():
     assert out.frames == [] and out.oversized_frames == 1
     audio_only = decoder(EngineSpec("fake"))
     assert audio_only.decode(PeerBatch(video=PeerFrame(video_frame(0.0), 0.0))).frames == []
+
+
+def test_video_a_session_did_not_declare_goes_nowhere():
+    media = PeerMediaDecoder(VIDEO_SPEC, AudioChunker(), 7680 * 4320, video=False)
+    assert media.decode(PeerBatch(video=PeerFrame(video_frame(0.0), 0.0))).frames == []
