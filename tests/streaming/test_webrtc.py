@@ -63,7 +63,7 @@ def pcm_source(pcm: np.ndarray):
 async def server():
     config = ServerConfig(
         port=0,
-        limits=LimitsConfig(peer_media_timeout_s=1.5),
+        limits=LimitsConfig(peer_media_timeout_s=3.0),  # short for the tests, long enough for a loaded machine
         scheduler=SchedulerConfig(stats_interval_s=0.5),
         shutdown_grace_s=2.0,
     )
@@ -148,7 +148,9 @@ async def test_synthetic_audio_and_video_reach_the_chunker_at_their_media_times(
     assert len(frames) >= 4  # the fake engine samples 2 frames per media second of the 10 sent
     for frame in frames:
         shown_at = (float(frame.pixels.mean()) - 40) / 50  # VP8 keeps a flat grey's level
-        assert abs(frame.start_s - shown_at) <= 0.25, (frame.start_s, shown_at)
+        # Within the video track, time is RTP time; where the track starts is its first frame's
+        # arrival (peer_media.py), so the bound allows for the two tracks starting apart.
+        assert abs(frame.start_s - shown_at) <= 0.4, (frame.start_s, shown_at)
     spacing = np.diff([frame.start_s for frame in frames])
     assert (spacing >= 0.4).all()  # the engine's rate: the same frame sampler as the websocket path
 
