@@ -7,7 +7,9 @@ RTP timestamp as `pts` (counted from the track's first packet) and the loop time
 `PeerClock` turns those into 16 kHz media time; `PeerMediaDecoder` then runs the very code the
 websocket path runs: `decode.FrameResampler` (PyAV's resampler, the byte decoders' clock) →
 `chunker.AudioChunker` for audio, `frames.FrameSampler` (the engine's rate) →
-`video_decode.patchify` for video.
+`video_decode.patchify` for video, reported as a container's video track is (`ContainerVideo`:
+the due frames and the running counts), since a WebRTC video track is sampled where it enters
+just as a demuxed one is.
 
 Time travels with the data: within a track, media time comes from the RTP timestamps alone, so
 a lost packet leaves a gap the chunker fills with silence rather than pulling later audio
@@ -30,7 +32,8 @@ import av
 from patchstream.model.api import AudioChunk, EngineSpec, VideoFrame, seconds_to_samples
 from patchstream.streaming.chunker import AudioChunker
 from patchstream.streaming.decode import FrameResampler
-from patchstream.streaming.frames import FrameSampler
+from patchstream.streaming.frames import ContainerVideo, FrameSampler
+from patchstream.streaming.protocol import CodedError
 from patchstream.streaming.video_decode import patchify
 
 
@@ -49,6 +52,7 @@ class PeerBatch:
     audio: tuple[PeerFrame, ...] = ()  # in arrival order, every frame (bounded upstream in seconds)
     video: PeerFrame | None = None  # the newest frame only: latest frame wins
     dropped_audio_samples: int = 0  # 16 kHz samples dropped upstream because decode fell behind
+    video_received: int = 0  # video frames the track has delivered so far (taken or replaced)
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,7 @@ class PeerOutput:
     """What one batch became."""
 
     chunks: list[AudioChunk] = field(default_factory=list)  # whole chunks, as the websocket path makes them
-    frames: list[VideoFrame] = field(default_factory=list)  # patchified frames due at the engine's rate
-    oversized_frames: int = 0  # video frames larger than the pixel limit: never resized
+    video: ContainerVideo = ContainerVideo()  # patchified frames due at the engine's rate, running counts
 
 
 class PeerClock:
@@ -89,21 +92,29 @@ class PeerMediaDecoder:
         self._sampler = FrameSampler(spec.video_fps) if video and spec.video_fps > 0 else None
         self._soft_tokens = spec.frame_soft_tokens
         self._max_pixels = max_pixels
+        self._dropped = 0  # video frames dropped so far: over the pixel limit, or not convertible
 
     def decode(self, batch: PeerBatch) -> PeerOutput:
         chunks: list[AudioChunk] = []
         for peer in batch.audio:
             for audio in self._resampler.push(peer.frame, self._clock.start_sample("audio", peer)):
                 chunks.extend(self._chunker.push(audio))
-        if batch.video is None or self._sampler is None:
-            return PeerOutput(chunks)
-        frame = batch.video.frame
-        start_sample = self._clock.start_sample("video", batch.video)
+        frames = [] if batch.video is None or self._sampler is None else self._video(batch.video)
+        return PeerOutput(chunks, ContainerVideo(tuple(frames), batch.video_received, self._dropped))
+
+    def _video(self, peer: PeerFrame) -> list[VideoFrame]:
+        frame = peer.frame
+        start_sample = self._clock.start_sample("video", peer)
         if frame.width * frame.height > self._max_pixels:
-            return PeerOutput(chunks, oversized_frames=1)
+            self._dropped += 1
+            return []
         if not self._sampler.admit(start_sample):
-            return PeerOutput(chunks)
-        return PeerOutput(chunks, [patchify(frame, start_sample, self._soft_tokens)])
+            return []
+        try:
+            return [patchify(frame, start_sample, self._soft_tokens)]
+        except CodedError:  # a picture PyAV cannot convert: this frame only
+            self._dropped += 1
+            return []
 
     def flush(self) -> list[AudioChunk]:
         """End of stream: the resampler's tail, then the chunker's last partial chunk padded."""

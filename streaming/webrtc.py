@@ -55,6 +55,7 @@ class PeerConnection:
         self._audio_samples = 0  # 16 kHz samples in `_audio`
         self._dropped_samples = 0  # since the last `take`
         self._video: PeerFrame | None = None  # drop rule: latest frame wins
+        self._video_received = 0  # video frames the track delivered so far
         self._pumps: set[asyncio.Task] = set()
         self._answered = False
         self._closing = False
@@ -100,7 +101,7 @@ class PeerConnection:
 
     def take(self) -> PeerBatch:
         """Everything delivered since the last call (never waits)."""
-        batch = PeerBatch(tuple(self._audio), self._video, self._dropped_samples)
+        batch = PeerBatch(tuple(self._audio), self._video, self._dropped_samples, self._video_received)
         self._audio.clear()
         self._audio_samples = self._dropped_samples = 0
         self._video = None
@@ -146,6 +147,7 @@ class PeerConnection:
                 self._buffer_audio(peer)
             else:
                 self._video = peer
+                self._video_received += 1
             self._on_media()
 
     def _buffer_audio(self, peer: PeerFrame) -> None:

@@ -63,7 +63,7 @@ def test_video_is_sampled_at_the_engines_rate_and_patchified():
     kept = []
     for tenth in range(0, 31, 3):  # a frame every 0.3 s for 3 s
         out = media.decode(PeerBatch(video=PeerFrame(video_frame(tenth / 10), tenth / 10)))
-        kept += out.frames
+        kept += out.video.frames
     assert [round(f.start_s, 1) for f in kept] == [0.0, 0.9, 1.8, 2.7]  # 1 fps, latest due frame
     assert all(f.pixels.shape[0] % 48 == 0 and f.positions is not None for f in kept)
 
@@ -71,11 +71,11 @@ def test_video_is_sampled_at_the_engines_rate_and_patchified():
 def test_oversized_video_is_never_resized_and_audio_only_engines_get_no_video():
     media = decoder(max_pixels=100)
     out = media.decode(PeerBatch(video=PeerFrame(video_frame(0.0), 0.0)))
-    assert out.frames == [] and out.oversized_frames == 1
+    assert out.video.frames == () and out.video.dropped == 1
     audio_only = decoder(EngineSpec("fake"))
-    assert audio_only.decode(PeerBatch(video=PeerFrame(video_frame(0.0), 0.0))).frames == []
+    assert audio_only.decode(PeerBatch(video=PeerFrame(video_frame(0.0), 0.0))).video.frames == ()
 
 
 def test_video_a_session_did_not_declare_goes_nowhere():
     media = PeerMediaDecoder(VIDEO_SPEC, AudioChunker(), 7680 * 4320, video=False)
-    assert media.decode(PeerBatch(video=PeerFrame(video_frame(0.0), 0.0))).frames == []
+    assert media.decode(PeerBatch(video=PeerFrame(video_frame(0.0), 0.0))).video.frames == ()
