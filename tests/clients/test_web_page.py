@@ -181,3 +181,27 @@ async def test_the_page_explains_a_busy_server_and_a_denied_microphone(fake_devi
                 await browser.close()
     assert any("busy" in m and "server_busy" in m for m in messages["busy"]), messages
     assert any(m.startswith("Permission denied") for m in messages["denied"]), messages
+
+
+async def test_with_a_certificate_the_page_works_over_https_and_wss(fake_devices, tmp_path):
+    from tests.streaming.test_static_files import self_signed  # noqa: PLC0415 - one certificate maker
+
+    microphone, _, _ = fake_devices
+    certfile, keyfile = self_signed(tmp_path)
+    config = ServerConfig(port=0, web_dir=str(WEB_DIR), certfile=str(certfile), keyfile=str(keyfile))
+    # The test's own self-signed certificate: trusted by this browser only.
+    flags = [*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={microphone}", "--ignore-certificate-errors"]
+    async with Server(config, build_engine(EngineChoice("fake"))) as server, playwright_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=flags, chromium_sandbox=False)
+        try:
+            page = await browser.new_page()
+            await page.goto(f"{server.page_url}?transport=webrtc")
+            assert server.page_url.startswith("https://") and await page.evaluate("window.isSecureContext")
+            await page.click("#start")
+            await wait_for(page, "window.patchstream.events.some(e => e.type === 'caption.partial')")
+            await page.click("#stop")
+            await wait_for(page, "window.patchstream.state === 'ended'")
+            events = await page.evaluate("window.patchstream.events")
+        finally:
+            await browser.close()
+    assert events[0]["type"] == "ready" and events[-1] == {**events[-1], "type": "ended", "reason": "stop"}
