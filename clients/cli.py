@@ -53,6 +53,8 @@ from patchstream.streaming.app import run_until_complete, serve_in_process
 from patchstream.streaming.protocol import NATIVE_STREAM_PATH
 
 DEFAULT_ENGINE = "whisper"  # the bundled CPU default (faster-whisper tiny.en)
+WEB_DIR = Path(__file__).resolve().parent / "web"  # the browser page `serve` offers at GET /
+TRANSPORTS = ("websocket", "webrtc")  # how `caption` sends media (the events always come on the websocket)
 DEMO_SENTENCES = 4  # about 20 s of speech: long enough to watch captions firm up
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -71,6 +73,7 @@ class CaptionJob:
     language: str = "en"  # `start.language`: what is spoken (other than English needs --model base)
     video: bool = True  # stream the file's video too, when it has a video track
     video_fps: float = 1.0  # JPEG frames per media second sent
+    transport: str = "websocket"  # "webrtc": the audio on a peer connection (live pace, no video)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--video-fps", type=float, default=1.0, metavar="FPS",
         help="video frames per second sent (default %(default)s; the server samples to its engine's rate)",
     )
+    caption.add_argument(
+        "--transport", choices=TRANSPORTS, default="websocket",
+        help="websocket (default: PCM and JPEG frames on the websocket) or webrtc (the audio as an Opus "
+        "track of a peer connection, as a browser sends it; real-time pace, audio only)",
+    )
     _add_engine_arguments(caption, default=None)
     caption.set_defaults(handler=_caption_command)
 
@@ -124,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-backlog-s", type=float, default=LimitsConfig.max_backlog_s,
         help="seconds of audio a session may queue before the oldest is dropped (default %(default)s)",
     )
+    serve.add_argument(
+        "--certfile", metavar="PEM",
+        help="TLS certificate chain: serve https:// and wss:// (browsers allow the microphone on other "
+        "machines only over HTTPS; on localhost plain HTTP is enough)",
+    )
+    serve.add_argument("--keyfile", metavar="PEM", help="the certificate's private key (default: inside --certfile)")
+    serve.add_argument("--no-web", action="store_true", help="do not serve the browser page at /")
     serve.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error"),
         help="(default %(default)s)",
@@ -255,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         takers = sorted(name for name, names in ENGINE_OPTIONS.items() if set(foreign) <= set(names))
         parser.error(f"{', '.join(ENGINE_OPTION_FLAGS[n] for n in foreign)}: options of --engine "
                      f"{' or '.join(takers) or '?'}, not {engine}")
+    if args.command == "caption" and args.transport == "webrtc" and args.fast:
+        parser.error("--transport webrtc streams live media: drop --fast")
+    if args.command == "serve" and args.keyfile and not args.certfile:
+        parser.error("--keyfile needs --certfile")
     return args.handler(args)
 
 
@@ -269,7 +288,7 @@ def _caption_command(args: argparse.Namespace) -> int:
     job = CaptionJob(
         file=args.file, url=args.url, engine=_engine_choice(args), fast=args.fast,
         json_lines=args.json, vtt=args.vtt, srt=args.srt, language=args.language,
-        video=not args.no_video, video_fps=args.video_fps,
+        video=not args.no_video, video_fps=args.video_fps, transport=args.transport,
     )
     return run_async(lambda: caption(job))
 
@@ -280,7 +299,11 @@ def _serve_command(args: argparse.Namespace) -> int:
     )
     limits = LimitsConfig(max_sessions=args.max_sessions, max_backlog_s=args.max_backlog_s)
     try:
-        run_server(ServerConfig(host=args.host, port=args.port, limits=limits), _engine_choice(args))
+        config = ServerConfig(
+            host=args.host, port=args.port, limits=limits, web_dir=None if args.no_web else str(WEB_DIR),
+            certfile=args.certfile, keyfile=args.keyfile,
+        )
+        run_server(config, _engine_choice(args))
     except (EngineError, OSError) as error:  # no model, or the port is taken
         print(f"patchstream: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -372,11 +395,15 @@ async def _caption_file(job: CaptionJob, on_event: Callable[[ReceivedEvent], Non
     length = f", {info.duration_s:.1f} s" if info.duration_s else ""
     described = f"{info.codec}, {info.sample_rate} Hz, {info.channels} ch{length}"
     frames = None
-    if job.video and has_video(job.file):
+    if job.video and job.transport == "websocket" and has_video(job.file):
         frames = JpegFrameReader(job.file, job.video_fps)
         described += f"; video as JPEG at {job.video_fps:g} fps"
     print(f"patchstream: {info.path}: {described}", file=sys.stderr)
-    options = StreamOptions(url=job.url or "", fast=job.fast, language=job.language, video_fps=job.video_fps)
+    options = StreamOptions(
+        url=job.url or "", fast=job.fast, language=job.language, video_fps=job.video_fps, transport=job.transport
+    )
+    if job.transport == "webrtc":
+        print("patchstream: audio over WebRTC (an Opus track), events over the websocket", file=sys.stderr)
     try:
         if job.url:
             return await stream_reader(reader, options, on_event, frames)

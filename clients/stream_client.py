@@ -7,7 +7,9 @@ sends the audio in 100 ms frames paced like a live capture (or as fast as the se
 with the file's video (when asked for) as JPEG frames (`frame_reader.py`) interleaved by media
 time, each after its `frame` message, receives events concurrently, sends `stop` at the end and
 returns when `ended` arrives. Every
-event goes to a callback with its client-side receive time. See docs/protocol.md.
+event goes to a callback with its client-side receive time. See docs/protocol.md. With
+`StreamOptions.transport == "webrtc"` the audio goes as a WebRTC track instead
+(`clients/webrtc_sender.py`); the events still come here.
 
 It is not: a renderer (`clients/terminal.py`), a subtitle writer (`clients/subtitles.py`) or a
 command line (`clients/cli.py`); it prints nothing. It does not resample by hand (PyAV does), and
@@ -103,6 +105,7 @@ class StreamOptions:
     open_timeout_s: float = 10.0  # connect + websocket handshake
     video_fps: float = 1.0  # JPEG frames per media second sent when the stream has video
     interpretations: tuple[str, ...] | None = None  # `start.interpretations`; None = all the engine offers
+    transport: str = "websocket"  # how media travels: "websocket" (binary frames) or "webrtc" (a peer connection)
 
 
 @dataclass(frozen=True)
@@ -315,8 +318,13 @@ async def stream_reader(
         )
     except (OSError, TimeoutError, InvalidURI, InvalidHandshake) as error:
         raise ConnectError(f"cannot connect to {options.url}: {_connect_reason(error)}") from None
+    session_class = _Session
+    if options.transport == "webrtc":
+        from patchstream.clients.webrtc_sender import WebRTCSession  # noqa: PLC0415 - aiortc only when asked for
+
+        session_class = WebRTCSession
     async with websocket:
-        return await _Session(websocket, reader, options, on_event, frames).run()
+        return await session_class(websocket, reader, options, on_event, frames).run()
 
 
 def _connect_reason(error: BaseException) -> str:
@@ -362,7 +370,7 @@ class _Session:
         self._fatal: dict | None = None
 
     async def run(self) -> StreamResult:
-        await self._ws.send(start_message(self._options, video=self._frames is not None))
+        await self._ws.send(self._start_message())
         receiver = asyncio.create_task(self._receive())
         sender = asyncio.create_task(self._send_audio())
         try:
@@ -380,6 +388,9 @@ class _Session:
             for task in (sender, receiver):
                 task.cancel()
             await asyncio.gather(sender, receiver, return_exceptions=True)
+
+    def _start_message(self) -> str:
+        return start_message(self._options, video=self._frames is not None)
 
     async def _receive(self) -> StreamResult:
         try:

@@ -54,6 +54,8 @@ async def _serve(config: ServerConfig, engine_choice: EngineChoice) -> None:
             loop.add_signal_handler(signum, stop.set)
     async with serve_in_process(config, engine_choice) as server:
         print(f"patchstream: serving {server.engine.spec.name} on {server.url}", flush=True)
+        if config.web_dir:
+            print(f"patchstream: the browser page is at {server.page_url}", flush=True)
         await stop.wait()
         log.info("shutting down: %d live sessions get %.0f s to flush", server.active_sessions, config.shutdown_grace_s)
 

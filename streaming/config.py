@@ -25,6 +25,7 @@ class LimitsConfig:
     idle_timeout_s: float = 60.0  # no audio and no control message for this long ends the session
     send_timeout_s: float = 20.0  # one send blocked this long means the client stopped reading
     max_session_s: float = 4 * 3600.0  # media seconds one session may stream
+    peer_media_timeout_s: float = 10.0  # WebRTC: no media this long after the answer ends the session (`peer_lost`)
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,6 @@ class ServerConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     shutdown_grace_s: float = 5.0  # on shutdown, time sessions get to flush their finals
     decode_threads: int = 2  # worker threads for PyAV decoding (kept off the event loop)
+    web_dir: str | None = None  # the browser page's directory, served at GET /; None: no page
+    certfile: str | None = None  # TLS certificate chain (PEM): serve https:// and wss://; None: plain
+    keyfile: str | None = None  # its private key (PEM); None: inside `certfile`

@@ -59,12 +59,17 @@ class ErrorCode(enum.StrEnum):
     IMAGE_TOO_LARGE = "image_too_large"
     FRAME_RATE_EXCEEDED = "frame_rate_exceeded"
     UNSUPPORTED_CONTROL = "unsupported_control"
+    BAD_OFFER = "bad_offer"
+    UNSUPPORTED_CODEC = "unsupported_codec"
+    PEER_LOST = "peer_lost"
 
 
 # A `start` that cannot be served ends the session; other bad control messages are only rejected.
 FATAL_START_ERRORS = frozenset(
     {ErrorCode.BAD_START, ErrorCode.UNSUPPORTED_ENCODING, ErrorCode.BAD_FORMAT, ErrorCode.UNSUPPORTED_TASK}
 )
+# An offer the server cannot answer ends a WebRTC session: without the peer connection no media flows.
+FATAL_SIGNAL_ERRORS = frozenset({ErrorCode.BAD_OFFER, ErrorCode.UNSUPPORTED_CODEC})
 
 
 class EndedReason(enum.StrEnum):
@@ -103,8 +108,11 @@ class ProtocolError(CodedError):
 # --- the audio a `start` declares ----------------------------------------------------------------
 
 CONTAINER_ENCODING = "container"  # anything PyAV demuxes; format from the hint or from probing
+# The media arrives as tracks of the session's WebRTC peer connection (negotiated with
+# `webrtc.offer` / `webrtc.answer` on this websocket), not as binary messages.
+WEBRTC_ENCODING = "webrtc"
 RAW_ENCODINGS = ("pcm_s16le", "pcm_f32le", "mulaw", "alaw")  # interleaved samples at a declared rate
-ENCODINGS = (*RAW_ENCODINGS, CONTAINER_ENCODING)
+ENCODINGS = (*RAW_ENCODINGS, CONTAINER_ENCODING, WEBRTC_ENCODING)
 MIN_CHANNELS, MAX_CHANNELS = 1, 8
 MIN_SAMPLE_RATE_HZ = 4_000  # below narrow-band telephony nothing speech-like survives
 MAX_SAMPLE_RATE_HZ = 384_000  # the highest rate common audio interfaces produce
@@ -120,7 +128,8 @@ ALLOWED_DEMUXERS = (
 # --- the video a `start` may declare ---------------------------------------------------------------
 
 IMAGE_ENCODINGS = ("jpeg", "png")  # one still image per binary message, after a `frame` message
-VIDEO_ENCODINGS = (*IMAGE_ENCODINGS, CONTAINER_ENCODING)  # container: video interleaved with the audio
+# container: video interleaved with the audio; webrtc: the peer connection's video track
+VIDEO_ENCODINGS = (*IMAGE_ENCODINGS, CONTAINER_ENCODING, WEBRTC_ENCODING)
 MAX_VIDEO_FPS = 60.0  # the fastest a client may declare; engines sample far fewer
 MIN_VIDEO_FPS = 0.01  # the slowest: one frame per 100 s (a slower rate means no video)
 MAX_MEDIA_TIME_S = 864_000.0  # ten days: a larger media time is a client bug, not a stream
@@ -158,6 +167,11 @@ class AudioFormat:
             )
             _require(self.container is None, ErrorCode.BAD_FORMAT, f"{self.encoding} is raw audio; container must be empty")
         _require(
+            not (self.is_webrtc and self.container is not None),
+            ErrorCode.BAD_FORMAT,
+            "webrtc audio is negotiated with `webrtc.offer`; container must be empty",
+        )
+        _require(
             self.sample_rate is None
             or (_is_int(self.sample_rate) and MIN_SAMPLE_RATE_HZ <= self.sample_rate <= MAX_SAMPLE_RATE_HZ),
             ErrorCode.BAD_FORMAT,
@@ -177,6 +191,11 @@ class AudioFormat:
     @property
     def is_raw(self) -> bool:
         return self.encoding in RAW_ENCODINGS
+
+    @property
+    def is_webrtc(self) -> bool:
+        """The audio arrives on a WebRTC track, never as binary messages."""
+        return self.encoding == WEBRTC_ENCODING
 
 
 @dataclass(frozen=True)
@@ -244,7 +263,23 @@ class ControlUpdate:
     interpretations: tuple[str, ...] | None = None  # new set of interpretation kinds wanted
 
 
-ControlMessage = StartMessage | StopMessage | FrameMessage | ControlUpdate
+@dataclass(frozen=True)
+class WebRTCOffer:
+    """`webrtc.offer`: the client's SDP offer for the session's peer connection (WebRTC sessions)."""
+
+    sdp: str  # the offer's session description; candidates inside it or trickled after
+
+
+@dataclass(frozen=True)
+class WebRTCCandidate:
+    """`webrtc.candidate`: one trickled ICE candidate of the client ("" ends the candidates)."""
+
+    candidate: str  # the `candidate:` attribute line, as a browser's RTCIceCandidate.candidate gives it
+    sdp_mid: str | None = None  # the media section it belongs to (by mid) ...
+    sdp_mline_index: int | None = None  # ... or by index; one of the two is needed
+
+
+ControlMessage = StartMessage | StopMessage | FrameMessage | ControlUpdate | WebRTCOffer | WebRTCCandidate
 
 
 def _parse_audio_format(audio: object) -> AudioFormat:
@@ -308,9 +343,15 @@ def _parse_start(message: dict) -> StartMessage:
     prompt = _text(message, "prompt", ErrorCode.BAD_START, MAX_PROMPT_CHARS) or ""
     video = _parse_video_format(message.get("video"))
     _require(
-        video is None or video.is_image or audio.encoding == CONTAINER_ENCODING,
+        video is None or video.encoding != CONTAINER_ENCODING or audio.encoding == CONTAINER_ENCODING,
         ErrorCode.BAD_FORMAT,
         "container video travels inside the audio's container: declare `audio.encoding` \"container\" too",
+    )
+    _require(
+        video is None or (video.encoding == WEBRTC_ENCODING) == (audio.encoding == WEBRTC_ENCODING),
+        ErrorCode.BAD_FORMAT,
+        "a WebRTC session sends its video as a track of the same peer connection: declare both"
+        " `audio.encoding` and `video.encoding` \"webrtc\", or neither",
     )
     return StartMessage(
         audio=audio,
@@ -343,6 +384,36 @@ def _parse_control_update(message: dict) -> ControlUpdate:
     )
 
 
+MAX_SDP_CHARS = 32_000  # an offer with audio, video and a few dozen candidates is ~6 000
+
+
+def _parse_offer(message: dict) -> WebRTCOffer:
+    sdp = message.get("sdp")
+    _require(
+        isinstance(sdp, str) and 0 < len(sdp) <= MAX_SDP_CHARS,
+        ErrorCode.BAD_OFFER,
+        f"`webrtc.offer` needs `sdp`: the offer's session description (a string of at most {MAX_SDP_CHARS} characters)",
+    )
+    return WebRTCOffer(sdp)
+
+
+def _parse_candidate(message: dict) -> WebRTCCandidate:
+    candidate, mid, index = message.get("candidate"), message.get("sdp_mid"), message.get("sdp_mline_index")
+    _require(
+        isinstance(candidate, str) and len(candidate) <= 1_000,
+        ErrorCode.BAD_MESSAGE,
+        "`webrtc.candidate` needs `candidate`: the candidate line (\"\" for end of candidates)",
+    )
+    _require(mid is None or isinstance(mid, str), ErrorCode.BAD_MESSAGE, "`sdp_mid` must be a string")
+    _require(index is None or _is_int(index), ErrorCode.BAD_MESSAGE, "`sdp_mline_index` must be an integer")
+    _require(
+        not candidate or mid is not None or index is not None,
+        ErrorCode.BAD_MESSAGE,
+        "`webrtc.candidate` needs `sdp_mid` or `sdp_mline_index`",
+    )
+    return WebRTCCandidate(candidate, mid, index)
+
+
 def parse_control(text: str) -> ControlMessage:
     """Parse one text frame into a control message, or raise ProtocolError."""
     _require(len(text) <= MAX_CONTROL_BYTES, ErrorCode.BAD_MESSAGE, "control message too large")
@@ -360,6 +431,10 @@ def parse_control(text: str) -> ControlMessage:
         return _parse_frame(message)
     if kind == "control":
         return _parse_control_update(message)
+    if kind == "webrtc.offer":
+        return _parse_offer(message)
+    if kind == "webrtc.candidate":
+        return _parse_candidate(message)
     raise ProtocolError(
         ErrorCode.UNKNOWN_MESSAGE, f"unknown message type {kind!r}; expected one of {', '.join(CONTROL_TYPES)}"
     )
@@ -371,6 +446,11 @@ def control_to_json(message: ControlMessage) -> str:
         return json.dumps({"type": "stop"})
     if isinstance(message, FrameMessage):
         return json.dumps({"type": "frame", "time": round(message.time, 6)})
+    if isinstance(message, WebRTCOffer):
+        return json.dumps({"type": "webrtc.offer", "sdp": message.sdp})
+    if isinstance(message, WebRTCCandidate):
+        fields = {"candidate": message.candidate, "sdp_mid": message.sdp_mid, "sdp_mline_index": message.sdp_mline_index}
+        return json.dumps({"type": "webrtc.candidate", **{key: value for key, value in fields.items() if value is not None}})
     if isinstance(message, ControlUpdate):
         fields = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(message).items()}
         return json.dumps({"type": "control", **{key: value for key, value in fields.items() if value is not None}})
@@ -502,12 +582,24 @@ class Ended:
     type: str = "ended"
 
 
-Event = Ready | CaptionPartial | CaptionFinal | InterpretationPartial | InterpretationFinal | Stats | Error | Ended
+@dataclass(frozen=True)
+class WebRTCAnswer:
+    """The server's SDP answer to `webrtc.offer`; its ICE candidates are inside (no trickling)."""
+
+    sdp: str  # the answer's session description
+    type: str = "webrtc.answer"
+
+
+Event = (
+    Ready | CaptionPartial | CaptionFinal | InterpretationPartial | InterpretationFinal | Stats | Error | Ended | WebRTCAnswer
+)
 EVENT_TYPES = tuple(
     cls.type
-    for cls in (Ready, CaptionPartial, CaptionFinal, InterpretationPartial, InterpretationFinal, Stats, Error, Ended)
+    for cls in (
+        Ready, CaptionPartial, CaptionFinal, InterpretationPartial, InterpretationFinal, Stats, Error, Ended, WebRTCAnswer
+    )
 )
-CONTROL_TYPES = ("start", "stop", "frame", "control")
+CONTROL_TYPES = ("start", "stop", "frame", "control", "webrtc.offer", "webrtc.candidate")
 
 
 def _rounded(value):

@@ -11,6 +11,7 @@ import asyncio
 import http
 import logging
 import secrets
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -21,6 +22,7 @@ from patchstream.streaming.config import ServerConfig
 from patchstream.streaming.protocol import HEALTH_PATH, NATIVE_STREAM_PATH, Ended, EndedReason, Error, ErrorCode, to_json
 from patchstream.streaming.scheduler import Scheduler
 from patchstream.streaming.session import Session, SessionContext
+from patchstream.streaming.static_files import StaticFiles
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ class Server:
         self._session_tasks: set[asyncio.Task] = set()
         self._ws_server = None
         self._ready = False
+        self._web = StaticFiles(config.web_dir) if config.web_dir else None  # read once, here
+        self._ssl = _ssl_context(config.certfile, config.keyfile) if config.certfile else None
 
     @property
     def port(self) -> int:
@@ -45,7 +49,13 @@ class Server:
     @property
     def url(self) -> str:
         host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        return f"ws://{host}:{self.port}{NATIVE_STREAM_PATH}"
+        return f"{'wss' if self._ssl else 'ws'}://{host}:{self.port}{NATIVE_STREAM_PATH}"
+
+    @property
+    def page_url(self) -> str:
+        """Where a browser opens the page (served when the config names a `web_dir`)."""
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"{'https' if self._ssl else 'http'}://{host}:{self.port}/"
 
     @property
     def active_sessions(self) -> int:
@@ -64,6 +74,7 @@ class Server:
             max_queue=1,  # frames buffered by the library before TCP backpressure applies
             ping_interval=20,
             ping_timeout=20,
+            ssl=self._ssl,
         )
         self._ready = True
         log.info("patchstream listening on %s (engine %s)", self.url, self.engine.spec.name)
@@ -96,6 +107,8 @@ class Server:
             if self._ready and self.scheduler.running:
                 return connection.respond(http.HTTPStatus.OK, "ok\n")
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "warming up\n")
+        if path != NATIVE_STREAM_PATH and self._web is not None and (page := self._web.respond(path)) is not None:
+            return page
         if path != NATIVE_STREAM_PATH:
             return connection.respond(http.HTTPStatus.NOT_FOUND, f"unknown path; the stream endpoint is {NATIVE_STREAM_PATH}\n")
         return None
@@ -131,3 +144,10 @@ class Server:
             self._sessions.pop(session_id, None)
             self._session_tasks.discard(task)
             log.info("session %s closed", session_id)
+
+
+def _ssl_context(certfile: str, keyfile: str | None) -> ssl.SSLContext:
+    """TLS for https:// and wss:// (browsers give microphones only to secure pages, or localhost)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certfile, keyfile)
+    return context

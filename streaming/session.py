@@ -10,6 +10,10 @@ and the sans-I/O protocol (`session_protocol.py`), and carry out the protocol's 
   arrival order, and finishes the engine session;
 - the ticker calls `tick` when the protocol's next deadline comes;
 - the sender writes the protocol's events to the websocket.
+A WebRTC session (`"audio": {"encoding": "webrtc"}`) has no decoder: its media arrives on the
+peer connection (`webrtc.py`), which the receiver hands the `webrtc.offer`; each delivery puts
+one `PEER_MEDIA` marker in the media queue, and the media task takes the batch and runs it
+through `peer_media.py` (resample → the same chunker; frame sampler → patchify) off the loop.
 On `Close` the session stops the first three, frees its engine session and decoder, lets the
 sender drain (`ended` last) and closes the websocket.
 
@@ -32,7 +36,8 @@ from patchstream.model.api import AudioChunk, EngineError, EngineSpec, SessionCo
 from patchstream.streaming.chunker import AudioChunker, ChunkerConfig
 from patchstream.streaming.config import LimitsConfig, SchedulerConfig
 from patchstream.streaming.decode import AudioDecoder, DecodeError, VideoOptions
-from patchstream.streaming.protocol import CodedError, Ended, ErrorCode, to_json
+from patchstream.streaming.peer_media import PeerMediaDecoder
+from patchstream.streaming.protocol import CodedError, Ended, ErrorCode, WebRTCOffer, to_json
 from patchstream.streaming.scheduler import Scheduler, SessionSlot
 from patchstream.streaming.session_protocol import (
     Action,
@@ -43,6 +48,7 @@ from patchstream.streaming.session_protocol import (
     FinishMedia,
     Open,
     SessionProtocol,
+    Signal,
     Submit,
 )
 from patchstream.streaming.video_decode import decode_image
@@ -51,6 +57,7 @@ log = logging.getLogger(__name__)
 
 MEDIA_QUEUE_FRAMES = 32  # binary frames (audio bytes or images) waiting for decode; a full queue stops reading the socket
 END_OF_MEDIA = None  # media-queue marker: no more bytes
+PEER_MEDIA = "peer-media"  # media-queue marker: the peer connection delivered frames (at most one queued)
 CLOSE_TIMEOUT_S = 5.0  # the websocket closing handshake; then the transport is aborted
 
 
@@ -93,6 +100,9 @@ class Session:
         # (latest wins), so a client flooding `control` costs one engine call at a time.
         self._pending_control: SessionControl | None = None
         self._controlling: asyncio.Task | None = None  # applies the pending control on the model thread
+        self._peer = None  # WebRTC sessions: the `webrtc.PeerConnection` (aiortc is imported only for them)
+        self._peer_decoder: PeerMediaDecoder | None = None  # WebRTC sessions: frames → chunks and patchified frames
+        self._peer_media_queued = False  # a PEER_MEDIA marker waits in the media queue
 
     def request_shutdown(self) -> None:
         """The server is stopping: the protocol says so and finishes like on `stop`."""
@@ -152,9 +162,14 @@ class Session:
             await self._media.put(action if isinstance(action, DecodeFrame) else action.data)
         elif isinstance(action, FinishMedia):
             await self._media.put(END_OF_MEDIA)
+        elif isinstance(action, Signal):
+            await self._signal(action)
 
     async def _open(self, action: Open) -> None:
         loop = asyncio.get_running_loop()
+        if action.start.audio.is_webrtc:
+            await self._open_peer(action)
+            return
         try:
             video = action.start.video
             spec = self.ctx.engine_spec
@@ -180,6 +195,66 @@ class Session:
             self._apply(self.protocol.open_failed(CodedError(ErrorCode.BAD_START, str(error))))
             return
         self._apply(self.protocol.opened(loop.time()))
+
+    async def _open_peer(self, action: Open) -> None:
+        """A WebRTC session: a peer connection (answered when the offer comes) instead of a decoder."""
+        loop = asyncio.get_running_loop()
+        try:
+            from patchstream.streaming import webrtc  # noqa: PLC0415 - aiortc only for WebRTC sessions
+        except ImportError:
+            error = CodedError(ErrorCode.UNSUPPORTED_ENCODING, "this server was installed without WebRTC (the `webrtc` extra)")
+            self._apply(self.protocol.open_failed(error))
+            return
+        self._peer_decoder = PeerMediaDecoder(
+            self.ctx.engine_spec, self._chunker, self.ctx.limits.max_image_pixels, video=action.start.video is not None
+        )
+        self._peer = webrtc.PeerConnection(self._peer_delivered, self._peer_lost)
+        try:
+            self._slot = await self.ctx.scheduler.open(
+                action.options, self._on_result, self._on_failure, self.ctx.limits.max_backlog_s
+            )
+        except EngineError as error:
+            self._apply(self.protocol.open_failed(CodedError(ErrorCode.BAD_START, str(error))))
+            return
+        self._apply(self.protocol.opened(loop.time()))
+
+    async def _signal(self, action: Signal) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            if isinstance(action.message, WebRTCOffer):
+                sdp = await self._peer.answer(action.message.sdp)
+                self._apply(self.protocol.answered(sdp, loop.time()))
+            else:
+                await self._peer.add_candidate(action.message)
+        except CodedError as error:
+            self._apply(self.protocol.signal_failed(error))
+
+    def _peer_delivered(self) -> None:
+        """The peer connection has frames: one marker in the media queue fetches them all."""
+        if self._peer_media_queued:
+            return
+        try:
+            self._media.put_nowait(PEER_MEDIA)  # never waits: a WebRTC session queues no bytes
+        except asyncio.QueueFull:
+            return  # the next delivery tries again
+        self._peer_media_queued = True
+
+    def _peer_lost(self, reason: str) -> None:
+        self._apply(self.protocol.peer_lost(reason))
+
+    async def _decode_peer_media(self) -> None:
+        """Take what the peer connection delivered and run it through the media path, off-loop."""
+        loop = asyncio.get_running_loop()
+        self._peer_media_queued = False
+        batch = self._peer.take()
+        if not batch.audio and batch.video is None:
+            return
+        self._apply(self.protocol.peer_media(loop.time()))
+        if batch.dropped_audio_samples:
+            self._apply(self.protocol.audio_dropped(batch.dropped_audio_samples))
+        output = await loop.run_in_executor(self.ctx.decode_executor, self._peer_decoder.decode, batch)
+        self._apply(self.protocol.decoded(output.chunks))
+        self._apply(self.protocol.container_video(output.video))
 
     async def _control(self) -> None:
         while self._pending_control is not None and self._slot is not None:
@@ -224,6 +299,10 @@ class Session:
         loop = asyncio.get_running_loop()
         while True:
             data = await self._media.get()
+            if self._peer is not None and (data is PEER_MEDIA or data is END_OF_MEDIA):
+                await self._decode_peer_media()
+                if data is PEER_MEDIA:
+                    continue
             if isinstance(data, DecodeFrame):
                 await self._decode_frame(data)
                 continue
@@ -262,6 +341,8 @@ class Session:
 
     def _decode_and_chunk(self, data: bytes | None) -> list[AudioChunk]:
         """Decoder thread: bytes (or the end of media) → whole chunks. Called one at a time."""
+        if data is END_OF_MEDIA and self._peer_decoder is not None:
+            return self._peer_decoder.flush()
         if data is END_OF_MEDIA:
             return [c for audio in self._decoder.flush() for c in self._chunker.push(audio)] + self._chunker.flush()
         return [chunk for audio in self._decoder.decode(data) for chunk in self._chunker.push(audio)]
@@ -317,6 +398,9 @@ class Session:
             self.ws.transport.abort()
 
     async def _release(self) -> None:
+        if self._peer is not None:
+            peer, self._peer = self._peer, None
+            await peer.close()
         if self._slot is not None:
             slot, self._slot = self._slot, None
             await self.ctx.scheduler.close(slot)

@@ -3,7 +3,8 @@
 It is: every decision a session makes. It takes what happened — a text or binary message from
 the client, decoded audio, an engine result or failure, the end of the engine's work, a clock
 tick, a shutdown request, a lost connection — and answers with actions for its shell (`Open` the
-decoder and engine session, `Decode` these bytes, `Submit` this chunk, `FinishMedia`, `Close`),
+decoder and engine session, `Decode` these bytes, `Submit` this chunk, `FinishMedia`, `Close`,
+`Signal` a WebRTC offer or candidate to the peer connection),
 while the events to send wait in its outbox (`next_event`). Time is an argument (`now`, loop
 seconds), so tests drive it on a fake clock.
 
@@ -45,6 +46,7 @@ from patchstream.streaming.frames import (
 from patchstream.streaming.outbox import Outbox, OutboxOverflow
 from patchstream.streaming.policy import CaptionPolicy, CaptionPolicyConfig, interpretation_event
 from patchstream.streaming.protocol import (
+    FATAL_SIGNAL_ERRORS,
     FATAL_START_ERRORS,
     CodedError,
     ControlUpdate,
@@ -59,6 +61,9 @@ from patchstream.streaming.protocol import (
     StartMessage,
     Stats,
     StopMessage,
+    WebRTCAnswer,
+    WebRTCCandidate,
+    WebRTCOffer,
     parse_control,
 )
 
@@ -126,7 +131,15 @@ class Close:
     client_gone: bool = False  # nothing can be sent: close without draining
 
 
-Action = Open | Decode | DecodeFrame | Submit | Control | FinishMedia | Close
+@dataclass(frozen=True)
+class Signal:
+    """Hand this signalling message to the session's peer connection; then call `answered` (an
+    offer) or `signal_failed`."""
+
+    message: WebRTCOffer | WebRTCCandidate  # from the client, in arrival order
+
+
+Action = Open | Decode | DecodeFrame | Submit | Control | FinishMedia | Close | Signal
 
 
 class SessionProtocol:
@@ -160,6 +173,8 @@ class SessionProtocol:
         self._frames_dropped_by_engine = 0  # frames the engine skipped under load (its own latest-wins)
         self._frames_refused = 0  # images dropped unread because their announced time was impossible
         self._rate_errors = 0  # frame_rate_exceeded refusals; only the first is reported as an event
+        self._offered = False  # WebRTC: an offer was accepted (only one per session)
+        self._last_peer_media: float | None = None  # WebRTC: loop time of the answer or the last media since
 
     # -- what the shell reads --------------------------------------------------------------------
 
@@ -179,6 +194,8 @@ class SessionProtocol:
         deadlines = [self._next_stats] if self.phase in (Phase.STREAMING, Phase.FINISHING) else []
         if self.phase is Phase.STREAMING:
             deadlines.append(self._last_input + self._limits.idle_timeout_s)
+            if self._last_peer_media is not None:
+                deadlines.append(self._last_peer_media + self._limits.peer_media_timeout_s)
         return min((d for d in deadlines if d is not None), default=None)
 
     # -- client input ----------------------------------------------------------------------------
@@ -202,6 +219,8 @@ class SessionProtocol:
             return self._frame_announced(control)
         if isinstance(control, ControlUpdate):
             return self._control(control)
+        if isinstance(control, (WebRTCOffer, WebRTCCandidate)):
+            return self._signal(control)
         if self.phase is Phase.STREAMING:
             return self._error(ErrorCode.ALREADY_STARTED, "this session has already started; a second `start` was ignored")
         return self._accept_start(control)
@@ -264,6 +283,47 @@ class SessionProtocol:
         kinds = None if update.interpretations is None else frozenset(update.interpretations)
         return [Control(SessionControl(update.prompt, update.instruction, kinds))]
 
+    def _signal(self, message: WebRTCOffer | WebRTCCandidate) -> list[Action]:
+        if self.phase is not Phase.STREAMING:
+            return self._error(ErrorCode.NOT_STARTED, "WebRTC signalling is accepted only while the session streams")
+        if not self._start.audio.is_webrtc:
+            return self._error(
+                ErrorCode.BAD_MESSAGE, "WebRTC signalling in a session whose `start` declared no `webrtc` audio; ignored"
+            )
+        if isinstance(message, WebRTCOffer):
+            if self._offered:
+                return self._error(ErrorCode.BAD_OFFER, "a second offer: renegotiation is not supported; ignored")
+            self._offered = True
+        elif not self._offered:
+            return self._error(ErrorCode.BAD_MESSAGE, "an ICE candidate before `webrtc.offer`; send the offer first")
+        return [Signal(message)]
+
+    def answered(self, sdp: str, now: float) -> list[Action]:
+        """The peer connection answered the offer: send it; media must now come within the timeout."""
+        if self.phase is not Phase.STREAMING:
+            return []
+        self._last_peer_media = now
+        return self._send(WebRTCAnswer(sdp))
+
+    def signal_failed(self, error: CodedError) -> list[Action]:
+        """The offer could not be answered (fatal), or a candidate was refused (not fatal)."""
+        if error.code in FATAL_SIGNAL_ERRORS and self.phase is Phase.STREAMING:
+            return self._fail(error.code, error.message)
+        return self._error(error.code, error.message)
+
+    def peer_media(self, now: float) -> list[Action]:
+        """Media arrived on the peer connection: the peer is alive and the session not idle."""
+        if self._last_peer_media is not None:
+            self._last_peer_media = now
+        self._last_input = now
+        return []
+
+    def peer_lost(self, reason: str) -> list[Action]:
+        """The peer connection failed, closed or its track ended while the session streamed."""
+        if self.phase is not Phase.STREAMING:
+            return []  # after `stop` the client closing its peer is the normal end
+        return self._fail(ErrorCode.PEER_LOST, f"{reason}; the session ends (reconnect to go on)")
+
     def control_failed(self, error: Exception) -> list[Action]:
         """The engine refused a `control` change; the session goes on as before."""
         return self._error(ErrorCode.UNSUPPORTED_CONTROL, f"the engine refused the change: {error}")
@@ -274,6 +334,8 @@ class SessionProtocol:
         self._last_input = now
         if self.phase is Phase.AWAITING_START:
             return self._error(ErrorCode.NOT_STARTED, "binary audio received before `start`; send `start` first")
+        if self._start is not None and self._start.audio.is_webrtc:
+            return self._error(ErrorCode.BAD_MESSAGE, "binary data in a WebRTC session: media travels on the peer connection; dropped")
         if self._refused_image_next:
             self._refused_image_next = False
             self._frames_received += 1
@@ -409,6 +471,11 @@ class SessionProtocol:
             return self._fail(ErrorCode.START_TIMEOUT, f"no `start` message within {self._limits.start_timeout_s:g} s")
         if self.phase is Phase.STREAMING and now - self._last_input >= self._limits.idle_timeout_s:
             return self._fail(ErrorCode.IDLE_TIMEOUT, f"nothing received for {self._limits.idle_timeout_s:g} s")
+        timeout_s = self._limits.peer_media_timeout_s
+        if self.phase is Phase.STREAMING and self._last_peer_media is not None and now - self._last_peer_media >= timeout_s:
+            return self._fail(
+                ErrorCode.PEER_LOST, f"no media from the WebRTC peer for {timeout_s:g} s (packets lost or the peer vanished)"
+            )
         if self.phase in (Phase.STREAMING, Phase.FINISHING) and self._next_stats is not None and now >= self._next_stats:
             self._next_stats = now + self._stats_interval_s
             return self._send(self._stats(backlog_s, frames_dropped))

@@ -426,3 +426,34 @@ def test_the_language_option_reaches_the_caption_job(monkeypatch):
     assert main(["caption", "talk.wav", "--language", "de", "--model", "base"]) == 0
     assert (jobs[0].language, jobs[0].engine.model_path) == ("de", "base")
     assert build_parser().parse_args(["caption", "a.wav"]).language == "en"
+
+
+def test_caption_takes_a_transport_and_webrtc_refuses_fast(capsys):
+    args = build_parser().parse_args(["caption", "talk.wav", "--transport", "webrtc"])
+    assert args.transport == "webrtc"
+    assert build_parser().parse_args(["caption", "talk.wav"]).transport == "websocket"
+    with pytest.raises(SystemExit):
+        main(["caption", "talk.wav", "--transport", "webrtc", "--fast"])
+    assert "--fast" in capsys.readouterr().err
+
+
+def test_serve_takes_a_certificate_and_a_key_needs_one(capsys):
+    args = build_parser().parse_args(["serve", "--certfile", "c.pem", "--keyfile", "k.pem"])
+    assert (args.certfile, args.keyfile, args.no_web) == ("c.pem", "k.pem", False)
+    with pytest.raises(SystemExit):
+        main(["serve", "--keyfile", "k.pem"])
+    assert "--certfile" in capsys.readouterr().err
+
+
+async def test_caption_over_webrtc_end_to_end_with_the_fake_engine(tmp_path):
+    t = np.arange(int(2.5 * SR)) / SR
+    wave = np.where((t % 1.0) < 0.5, 0.3 * np.sin(2 * np.pi * 440 * t), 0.0)
+    path = tmp_path / "tones.wav"
+    write_wav(path, wave.astype(np.float32))
+    job = CaptionJob(
+        file=str(path), url=None, engine=EngineChoice("fake"), fast=False, json_lines=True,
+        vtt=str(tmp_path / "out.vtt"), srt=None, transport="webrtc",
+    )
+    assert await caption(job) == 0
+    vtt = (tmp_path / "out.vtt").read_text()
+    assert vtt.startswith("WEBVTT") and "w0" in vtt and "w2" in vtt
