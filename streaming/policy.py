@@ -80,6 +80,11 @@ class CaptionPolicy:
         words = self._committed or self._tentative
         return words[0].start if words else None
 
+    @property
+    def tentative_start(self) -> float | None:
+        """Media time of the first tentative word; None when every word heard is committed."""
+        return self._tentative[0].start if self._tentative else None
+
     def _caption_id(self) -> str:
         # Ids stay unique across the channels of one session: the outbox coalesces partials by id.
         prefix = f"{self.config.channel}-" if self.config.channel is not None else ""

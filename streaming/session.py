@@ -122,7 +122,7 @@ class Session:
     async def run(self) -> None:
         name = self.ctx.session_id
         if self.adapter is not None:
-            self._take(self.adapter.connected(), asyncio.get_running_loop().time())
+            await self._take(self.adapter.connected())
         workers = [
             asyncio.create_task(self._guarded(self._receive()), name=f"{name}-recv"),
             asyncio.create_task(self._guarded(self._media_loop()), name=f"{name}-media"),
@@ -242,8 +242,7 @@ class Session:
             message = await self.ws.recv()
             if self.adapter is not None:
                 inputs = self.adapter.receive_bytes(message) if isinstance(message, bytes) else self.adapter.receive_text(message)
-                for action in self._take(inputs, loop.time()):
-                    await self._perform(action)
+                await self._take(inputs)
                 continue
             if isinstance(message, bytes):
                 actions = self.protocol.receive_bytes(message, loop.time())
@@ -252,17 +251,19 @@ class Session:
             for action in self._apply(actions):
                 await self._perform(action)
 
-    def _take(self, inputs, now: float) -> list[Action]:
-        """An adapter's translation of one client message → the protocol; returns what to await."""
-        later: list[Action] = []
+    async def _take(self, inputs) -> None:
+        """An adapter's translation of one client message → the protocol, one input after the
+        other (a `start` is opened before the audio that follows it in the same message)."""
+        loop = asyncio.get_running_loop()
         for item in inputs:
             if isinstance(item, Reply):
-                later += self._apply(self.protocol.reply(item.text))
+                actions = self.protocol.reply(item.text)
             elif isinstance(item, AdapterAudio):
-                later += self._apply(self.protocol.receive_bytes(item.data, now))
+                actions = self.protocol.receive_bytes(item.data, loop.time())
             else:
-                later += self._apply(self.protocol.receive_control(item, now))
-        return later
+                actions = self.protocol.receive_control(item, loop.time())
+            for action in self._apply(actions):
+                await self._perform(action)
 
     async def _media_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -135,7 +135,8 @@ class Progress:
     order with the captions, after each engine result. No caption final that starts before
     `watermark` will come any more (see `channels.py`)."""
 
-    watermark: float  # media seconds
+    watermark: float  # media seconds: no caption final will start before it
+    committed_until: float  # media seconds: every word starting before it is committed (stable)
     type: str = "progress"
 
 
@@ -471,6 +472,13 @@ class SessionProtocol:
         processed = self._processed_by_channel[channel] - ORDER_SLACK_S
         return processed if policy.open_start is None else min(policy.open_start, processed)
 
+    def _committed_until(self, channel: int) -> float:
+        """Every word of this channel starting before this media time is committed: the engine has
+        processed the audio up to there and holds no tentative word from before it."""
+        tentative = self._policies[channel].tentative_start
+        processed = self._processed_by_channel[channel]
+        return processed if tentative is None else min(tentative, processed)
+
     def _note_processed(self, channel: int, processed_s: float) -> None:
         self._processed_s = max(self._processed_s, processed_s)
         self._processed_by_channel[channel] = max(self._processed_by_channel[channel], processed_s)
@@ -482,11 +490,10 @@ class SessionProtocol:
     def _progress(self) -> list[Event]:
         if not self._progress_events or not self._policies:
             return []
-        marks = [
-            float("inf") if index in self._channels_finished else self._watermark(index)
-            for index in range(len(self._policies))
-        ]
-        return [Progress(min(marks))]
+        live = [index for index in range(len(self._policies)) if index not in self._channels_finished]
+        committed = [self._committed_until(index) for index in live]
+        watermark = min((self._watermark(index) for index in live), default=float("inf"))
+        return [Progress(watermark, min(committed, default=float("inf")))]
 
     def reply(self, text: str) -> list[Action]:
         """Queue a protocol adapter's own message, in order with the session's events."""

@@ -52,6 +52,7 @@ from patchstream.streaming.protocol import (
     ErrorCode,
     Event,
     StartMessage,
+    WordTiming,
 )
 from patchstream.streaming.session_protocol import Progress, Reply
 
@@ -129,7 +130,8 @@ class OpenAIRealtimeAdapter:
         self._cleared: list[tuple[float, float]] = []  # media spans whose words are dropped
         self._previous_item: str | None = None  # the last item committed (previous_item_id)
         self._items: dict[str, _Item] = {}  # server VAD: caption id → its item
-        self._finals: list[CaptionFinal] = []  # manual commits: finals not yet in an item
+        self._words: list[WordTiming] = []  # manual commits: committed words not yet in an item, in order
+        self._taken: dict[str, int] = {}  # manual commits: caption id → its committed words already in `_words`
         self._pending: list[tuple[str, float]] = []  # manual commits: (item id, media time committed) awaiting words
 
     # -- from the client ---------------------------------------------------------------------------
@@ -289,12 +291,11 @@ class OpenAIRealtimeAdapter:
             if self._in_cleared(event.start):
                 return ()
             if self._vad is None:
-                if isinstance(event, CaptionFinal):
-                    self._finals.append(event)
+                self._collect(event)
                 return ()
             return self._vad_caption(event)
         if isinstance(event, Progress):
-            return self._complete_pending(event.watermark)
+            return self._complete_pending(event.committed_until)
         if isinstance(event, Error):
             kind = "invalid_request_error" if event.code in _CLIENT_CODES else "server_error"
             return [self._error(kind, event.code, event.message).text]
@@ -326,14 +327,26 @@ class OpenAIRealtimeAdapter:
         delta, item.sent = text[len(item.sent) :], text
         return [self._text("conversation.item.input_audio_transcription.delta", item_id=item.item_id, content_index=0, delta=delta)]
 
-    def _complete_pending(self, watermark: float) -> list[str]:
+    def _collect(self, caption: CaptionPartial | CaptionFinal) -> None:
+        """Manual commits: keep every committed word once (a caption's stable words only grow, and
+        its final holds them all), whether or not its caption has closed."""
+        stable = [word for word in caption.words if word.stable]
+        taken = self._taken.get(caption.caption_id, 0)
+        self._words += stable[taken:]
+        if isinstance(caption, CaptionFinal):
+            self._taken.pop(caption.caption_id, None)
+        else:
+            self._taken[caption.caption_id] = max(taken, len(stable))
+
+    def _complete_pending(self, committed_until: float) -> list[str]:
+        """Items whose audio the engine has committed every word of: their delta and `completed`."""
         out: list[str] = []
-        while self._pending and self._pending[0][1] <= watermark:
+        while self._pending and self._pending[0][1] <= committed_until:
             item_id, until = self._pending.pop(0)
-            words = [final for final in self._finals if final.start < until]
-            self._finals = [final for final in self._finals if final.start >= until]
-            transcript = " ".join(final.text for final in words)
-            seconds = max((final.end for final in words), default=0.0) - min((final.start for final in words), default=0.0)
+            words = [word for word in self._words if word.start < until]
+            self._words = [word for word in self._words if word.start >= until]
+            transcript = " ".join(word.text for word in words)
+            seconds = max((word.end for word in words), default=0.0) - min((word.start for word in words), default=0.0)
             out += self._delta(_Item(item_id), transcript)
             out.append(self._completed(item_id, transcript, seconds))
         return out

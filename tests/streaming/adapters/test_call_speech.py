@@ -113,6 +113,28 @@ def twilio_messages(turns) -> list[str]:
     return [json.dumps(message) for message in messages]
 
 
+async def test_a_silent_channel_costs_no_decode(server, turns, whisper_engine, monkeypatch):
+    decoded = []
+    decode = whisper_engine._decode
+
+    def counting(requests):
+        decoded.extend(float(np.abs(request.audio).max()) for request in requests)
+        return decode(requests)
+
+    monkeypatch.setattr(whisper_engine, "_decode", counting)
+    audio = call([turn for turn in turns if turn[0] == 0])  # the customer never speaks: digital silence
+    pcm = (np.clip(audio.T, -1, 1) * 32767).astype("<i2").tobytes()
+    start = {"type": "start", "audio": {"encoding": "pcm_s16le", "sample_rate": RATE, "channels": 2},
+             "channels": ["agent", "customer"]}
+    async with connect(f"{base_url(server)}/v1/stream") as ws:
+        await ws.send(json.dumps(start))
+        await ws.send(pcm)
+        await ws.send(json.dumps({"type": "stop"}))
+        events = [json.loads(message) async for message in ws]
+    assert {e["channel"] for e in events if e["type"] == "caption.final"} == {"agent"}
+    assert decoded and min(decoded) > 0.0  # every decode was of the agent's speech, none of the silence
+
+
 async def test_twilio_stream_gets_captions_per_track(server, turns, references):
     async with connect(f"{base_url(server)}/v1/twilio") as ws:
         for message in twilio_messages(turns):
