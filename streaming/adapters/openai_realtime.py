@@ -10,7 +10,7 @@ reference and the SDK's types (`openai.types.realtime`):
   (`input_audio_format`: `pcm16` | `g711_ulaw` | `g711_alaw`, `input_audio_transcription`,
   `turn_detection`) with `transcription_session.updated`. Formats: 16-bit PCM at 24 kHz
   (`audio/pcm`), G.711 μ-law / A-law at 8 kHz (`audio/pcmu`, `audio/pcma`). The native session
-  starts at the first audio (its format is fixed from then on).
+  starts at the first update (or the first audio); its format is fixed from then on.
 - `input_audio_buffer.append` carries base64 audio; nothing answers it.
 - Server VAD (`turn_detection` `server_vad`, the default; `semantic_vad` is served the same): each
   caption the engine makes is one user item. Its first words send
@@ -194,7 +194,7 @@ class OpenAIRealtimeAdapter:
         if fmt is not None and fmt is not self._format:
             if self._started:
                 raise _RequestError(
-                    "invalid_value", "The input audio format cannot change after audio was appended.", "format"
+                    "invalid_value", "The input audio format cannot change once the session has started (at the first update or audio).", "format"
                 )
             self._format = fmt
         if "turn_detection" in audio_in:
@@ -213,7 +213,9 @@ class OpenAIRealtimeAdapter:
             if self._started and prompt != prompt_before:
                 inputs.append(ControlUpdate(prompt=prompt))
         name = "transcription_session.updated" if beta else "session.updated"
-        return [*inputs, self._reply(name, session=self._session(beta))]
+        # The native session starts now (its format fixed), so a client may wait for speech as long
+        # as it likes before appending; without an update it starts at the first audio.
+        return [*inputs, self._reply(name, session=self._session(beta)), *self._start()]
 
     def _ga_format(self, value: object) -> _Format | None:
         if value is None:
