@@ -257,7 +257,7 @@ class Session:
         loop = asyncio.get_running_loop()
         for item in inputs:
             if isinstance(item, Reply):
-                actions = self.protocol.reply(item.text)
+                actions = self.protocol.reply(item.text, loop.time())
             elif isinstance(item, AdapterAudio):
                 actions = self.protocol.receive_bytes(item.data, loop.time())
             else:
