@@ -241,6 +241,7 @@ class Session:
             # flood of messages fills the outbox faster than a client that does not read drains it.
             message = await self.ws.recv()
             if self.adapter is not None:
+                self.protocol.touch(loop.time())
                 inputs = self.adapter.receive_bytes(message) if isinstance(message, bytes) else self.adapter.receive_text(message)
                 await self._take(inputs)
                 continue
@@ -257,7 +258,7 @@ class Session:
         loop = asyncio.get_running_loop()
         for item in inputs:
             if isinstance(item, Reply):
-                actions = self.protocol.reply(item.text, loop.time())
+                actions = self.protocol.reply(item.text)
             elif isinstance(item, AdapterAudio):
                 actions = self.protocol.receive_bytes(item.data, loop.time())
             else:

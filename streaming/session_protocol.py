@@ -495,12 +495,15 @@ class SessionProtocol:
         watermark = min((self._watermark(index) for index in live), default=float("inf"))
         return [Progress(watermark, min(committed, default=float("inf")))]
 
-    def reply(self, text: str, now: float | None = None) -> list[Action]:
-        """Queue a protocol adapter's own message, in order with the session's events. `now`: it
-        answers a client message (a ping, say), which counts as activity for the idle timeout."""
-        if now is not None and self.receiving:
-            self._last_input = now
+    def reply(self, text: str) -> list[Action]:
+        """Queue a protocol adapter's own message, in order with the session's events."""
         return self._send(Reply(text))
+
+    def touch(self, now: float) -> None:
+        """A client message arrived that a protocol adapter consumed itself (a ping, a pause): it
+        counts as activity for the idle timeout, as every native message does."""
+        if self.receiving:
+            self._last_input = now
 
     # -- clock and lifecycle ---------------------------------------------------------------------
 

@@ -116,3 +116,4 @@ def test_channel_is_absent_from_single_channel_events():
     final = CaptionFinal("c0", "hi", 0.0, 0.3, (WordTiming("hi", 0.0, 0.3, True),))
     assert "channel" not in event_fields(final)
     assert event_fields(replace(final, channel="agent"))["channel"] == "agent"
+
