@@ -264,3 +264,57 @@ async def test_audiohook_pause_and_close_handshake(server):
         await ws.send(hook("close", 5, reason="end"))
         closed = json.loads(await ws.recv())
         assert closed["type"] == "closed" and closed["clientseq"] == 5
+
+
+async def test_audiohook_transcripts_keep_one_entity_id_per_caption_and_name_the_channel(server):
+    customer = np.frombuffer(mulaw(bursts(2.0, 8_000)), np.uint8)
+    stereo = np.stack([customer, np.full_like(customer, 0xFF)], axis=1).tobytes()  # external speaks, internal silent
+    async with connect(url(server, "/v1/audiohook")) as ws:
+        await ws.send(hook("open", 1, media=OFFER))
+        assert json.loads(await ws.recv())["type"] == "opened"
+        await ws.send(stereo)
+        await ws.send(hook("close", 2, reason="end"))
+        replies = await all_messages(ws)
+    transcripts = [e["data"] for r in replies if r["type"] == "event" for e in r["parameters"]["entities"]]
+    finals = [t for t in transcripts if t["isFinal"]]
+    assert [t["alternatives"][0]["interpretations"][0]["transcript"] for t in finals] == ["w0 w1"]
+    assert {t["channel"] for t in transcripts} == {"external"}
+    assert {t["id"] for t in transcripts} == {finals[0]["id"]}  # the partials and the final of one caption
+    tokens = finals[0]["alternatives"][0]["interpretations"][0]["tokens"]
+    assert [t["value"] for t in tokens] == ["w0", "w1"] and tokens[0]["offset"] == "PT0S"
+    assert replies[-1]["type"] == "closed"
+
+
+async def test_realtime_server_vad_items_chain_and_their_deltas_make_the_transcript(server):
+    async with connect(url(server, "/v1/realtime?intent=transcription")) as ws:
+        await realtime_next(ws, "session.created")
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "transcription"}}))
+        await realtime_next(ws, "session.updated")
+        # Two sentences (the fake engine ends one every third word), then silence.
+        pcm = s16(np.concatenate([bursts(6.0, 24_000), np.zeros(2 * 24_000, np.float32)]))
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}))
+        events, completed = [], []
+        while len(completed) < 2:
+            events.append(json.loads(await ws.recv()))
+            if events[-1]["type"] == "conversation.item.input_audio_transcription.completed":
+                completed.append(events[-1])
+    assert [c["transcript"] for c in completed] == ["w0 w1 w2.", "w3 w4 w5."]
+    committed = [e for e in events if e["type"] == "input_audio_buffer.committed"]
+    assert [c["item_id"] for c in committed] == [c["item_id"] for c in completed]
+    assert committed[0]["previous_item_id"] is None and committed[1]["previous_item_id"] == committed[0]["item_id"]
+    for item in completed:
+        deltas = [e["delta"] for e in events if e["type"].endswith(".delta") and e["item_id"] == item["item_id"]]
+        assert "".join(deltas) == item["transcript"]
+    started = [e for e in events if e["type"] == "input_audio_buffer.speech_started"]
+    stopped = [e for e in events if e["type"] == "input_audio_buffer.speech_stopped"]
+    assert [e["audio_start_ms"] for e in started] == [0, 3000] and stopped[0]["audio_end_ms"] == 2600
+
+
+def mulaw(samples: np.ndarray) -> bytes:
+    import av  # noqa: PLC0415
+
+    encoder = av.CodecContext.create("pcm_mulaw", "w")
+    encoder.sample_rate, encoder.layout, encoder.format = 8_000, "mono", "s16"
+    frame = av.AudioFrame.from_ndarray((samples * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = 8_000
+    return b"".join(bytes(packet) for packet in [*encoder.encode(frame), *encoder.encode(None)])
