@@ -28,6 +28,7 @@ HEALTH_PATH = "/healthz"  # plain HTTP GET: 200 once the engine is warm
 MAX_CONTROL_BYTES = 64 * 1024  # a control message larger than this is not a control message
 MAX_PROMPT_CHARS = 2_000  # bias text; longer prompts only slow decoding down
 MAX_INSTRUCTION_CHARS = 2_000  # interpretation instruction; same bound as a prompt
+MAX_CHANNEL_LABEL_CHARS = 32  # a channel label ("agent", "customer") travels in every caption event
 
 
 class ErrorCode(enum.StrEnum):
@@ -240,6 +241,13 @@ class StartMessage:
     video: VideoFormat | None = None  # the video the client will send; None = audio only
     interpretations: tuple[str, ...] | None = None  # interpretation kinds wanted; None = all the engine offers
     instruction: str = ""  # what to interpret beside captions, for engines that take instructions
+    channels: tuple[str, ...] | None = None  # one label per audio channel: caption each apart; None = caption the mix
+    assist: dict | None = None  # options for the server's caption post-processor (agent assist), passed on unread
+
+    @property
+    def multichannel(self) -> bool:
+        """Each channel is captioned as its own stream (labels given)."""
+        return self.channels is not None
 
 
 @dataclass(frozen=True)
@@ -330,6 +338,26 @@ def _flag(message: dict, key: str, default: bool) -> bool:
     return value
 
 
+def _channel_labels(message: dict, audio: AudioFormat) -> tuple[str, ...] | None:
+    labels = message.get("channels")
+    if labels is None:
+        return None
+    _require(
+        isinstance(labels, list) and labels and all(
+            isinstance(label, str) and 0 < len(label) <= MAX_CHANNEL_LABEL_CHARS for label in labels
+        ),
+        ErrorCode.BAD_START,
+        f"`channels` must be a list of labels (strings of 1..{MAX_CHANNEL_LABEL_CHARS} characters), one per audio channel",
+    )
+    _require(len(set(labels)) == len(labels), ErrorCode.BAD_START, "`channels` labels must differ from each other")
+    _require(
+        audio.channels is None or audio.channels == len(labels),
+        ErrorCode.BAD_FORMAT,
+        f"`channels` names {len(labels)} channels but `audio.channels` is {audio.channels}",
+    )
+    return tuple(labels)
+
+
 def _parse_start(message: dict) -> StartMessage:
     audio = _parse_audio_format(message.get("audio"))
     language = message.get("language", "en")
@@ -363,7 +391,15 @@ def _parse_start(message: dict) -> StartMessage:
         video=video,
         interpretations=_kinds(message, ErrorCode.BAD_START),
         instruction=_text(message, "instruction", ErrorCode.BAD_START, MAX_INSTRUCTION_CHARS) or "",
+        channels=_channel_labels(message, audio),
+        assist=_assist_options(message),
     )
+
+
+def _assist_options(message: dict) -> dict | None:
+    assist = message.get("assist")
+    _require(assist is None or isinstance(assist, dict), ErrorCode.BAD_START, "`assist` must be an object")
+    return assist
 
 
 def _parse_frame(message: dict) -> FrameMessage:
@@ -464,6 +500,10 @@ def control_to_json(message: ControlMessage) -> str:
         payload["interpretations"] = list(message.interpretations)
     if message.instruction:
         payload["instruction"] = message.instruction
+    if message.channels is not None:
+        payload["channels"] = list(message.channels)
+    if message.assist is not None:
+        payload["assist"] = message.assist
     payload.update(interim_results=message.interim_results, stats=message.stats)
     return json.dumps(payload)
 
@@ -503,6 +543,7 @@ class CaptionPartial:
     start: float  # media seconds of the first word
     end: float  # media seconds of the last word
     words: tuple[WordTiming, ...]  # every word of `text`, stable ones first
+    channel: str | None = None  # the audio channel's label in a multichannel session; None = the mix
     type: str = "caption.partial"
 
 
@@ -515,6 +556,7 @@ class CaptionFinal:
     start: float  # media seconds of the first word
     end: float  # media seconds of the last word
     words: tuple[WordTiming, ...]  # all stable
+    channel: str | None = None  # the audio channel's label in a multichannel session; None = the mix
     type: str = "caption.final"
 
 
@@ -528,6 +570,7 @@ class InterpretationPartial:
     start: float  # media seconds of the first media it covers
     end: float  # media seconds of the last media it covers
     frame_times: tuple[float, ...] = ()  # media seconds of the video frames it was made from
+    channel: str | None = None  # the audio channel's label in a multichannel session; None = the mix
     type: str = "interpretation.partial"
 
 
@@ -541,6 +584,7 @@ class InterpretationFinal:
     start: float  # media seconds of the first media it covers
     end: float  # media seconds of the last media it covers
     frame_times: tuple[float, ...] = ()  # media seconds of the video frames it was made from
+    channel: str | None = None  # the audio channel's label in a multichannel session; None = the mix
     type: str = "interpretation.final"
 
 
@@ -613,9 +657,22 @@ def _rounded(value):
     return value
 
 
+# Fields left out of an event's JSON while they are None (they exist only in some sessions).
+_OPTIONAL_FIELDS = ("channel",)
+
+
+def event_fields(event: Event) -> dict:
+    """An event as the JSON object it is sent as (times rounded, absent optional fields left out)."""
+    fields = _rounded(asdict(event))
+    for key in _OPTIONAL_FIELDS:
+        if fields.get(key, "") is None:
+            del fields[key]
+    return fields
+
+
 def to_json(event: Event) -> str:
     """The wire form of an event: one JSON object with a `type` field."""
-    return json.dumps(_rounded(asdict(event)), separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(event_fields(event), separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from patchstream.model.api import Engine
+from patchstream.streaming.adapters.routes import RouteError, adapter_for
 from patchstream.streaming.config import ServerConfig
+from patchstream.streaming.postprocess import PostProcessorFactory
 from patchstream.streaming.protocol import HEALTH_PATH, NATIVE_STREAM_PATH, Ended, EndedReason, Error, ErrorCode, to_json
 from patchstream.streaming.scheduler import Scheduler
 from patchstream.streaming.session import Session, SessionContext
@@ -30,9 +32,10 @@ log = logging.getLogger(__name__)
 class Server:
     """Serves the native protocol for one engine."""
 
-    def __init__(self, config: ServerConfig, engine: Engine):
+    def __init__(self, config: ServerConfig, engine: Engine, post_processor: PostProcessorFactory | None = None):
         self.config = config
         self.engine = engine
+        self.post_processor = post_processor  # every session's captions pass through one of its making
         self.scheduler = Scheduler(engine, config.scheduler)
         self._decode_executor = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
         self._sessions: dict[str, Session] = {}
@@ -107,10 +110,12 @@ class Server:
             if self._ready and self.scheduler.running:
                 return connection.respond(http.HTTPStatus.OK, "ok\n")
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "warming up\n")
-        if path != NATIVE_STREAM_PATH and self._web is not None and (page := self._web.respond(path)) is not None:
-            return page
-        if path != NATIVE_STREAM_PATH:
-            return connection.respond(http.HTTPStatus.NOT_FOUND, f"unknown path; the stream endpoint is {NATIVE_STREAM_PATH}\n")
+        if self._web is not None and (page := self._web.respond(path)) is not None:
+            return page  # the browser page; its paths never shadow a stream endpoint (static_files.py)
+        try:
+            adapter_for(request.path)  # the native protocol, or a foreign one's adapter (adapters/routes.py)
+        except RouteError as error:
+            return connection.respond(error.status, f"{error.message}\n")
         return None
 
     async def _handle(self, websocket: ServerConnection) -> None:
@@ -132,8 +137,9 @@ class Server:
             limits=self.config.limits,
             scheduler_config=self.config.scheduler,
             engine_spec=self.engine.spec,
+            post_processor=self.post_processor,
         )
-        session = Session(websocket, context)
+        session = Session(websocket, context, adapter_for(websocket.request.path))
         self._sessions[session_id] = session
         task = asyncio.current_task()
         self._session_tasks.add(task)

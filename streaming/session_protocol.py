@@ -34,6 +34,7 @@ from patchstream.model.api import (
     samples_to_seconds,
     seconds_to_samples,
 )
+from patchstream.streaming.channels import ORDER_SLACK_S, FinalsMerge
 from patchstream.streaming.config import LimitsConfig
 from patchstream.streaming.frames import (
     ContainerVideo,
@@ -45,10 +46,14 @@ from patchstream.streaming.frames import (
 )
 from patchstream.streaming.outbox import Outbox, OutboxOverflow
 from patchstream.streaming.policy import CaptionPolicy, CaptionPolicyConfig, interpretation_event
+from patchstream.streaming.postprocess import CaptionPostProcessor, NoPostProcessing, PostProcessorFactory
 from patchstream.streaming.protocol import (
     FATAL_SIGNAL_ERRORS,
     FATAL_START_ERRORS,
+    CaptionFinal,
+    CaptionPartial,
     CodedError,
+    ControlMessage,
     ControlUpdate,
     Ended,
     EndedReason,
@@ -109,6 +114,7 @@ class Submit:
     """Queue this media for the engine (the scheduler); report audio drops with `audio_dropped`."""
 
     chunk: AudioChunk | VideoFrame  # 40 ms audio frames, or one patchified video frame, with media time
+    channel: int = 0  # the engine session it is for (multichannel: one per audio channel)
 
 
 @dataclass(frozen=True)
@@ -142,10 +148,39 @@ class Signal:
 Action = Open | Decode | DecodeFrame | Submit | Control | FinishMedia | Close | Signal
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Not a wire event: queued for protocol adapters that asked for it (`progress_events`), in
+    order with the captions, after each engine result. No caption final that starts before
+    `watermark` will come any more (see `channels.py`)."""
+
+    watermark: float  # media seconds: no caption final will start before it
+    committed_until: float  # media seconds: every word starting before it is committed (stable)
+    type: str = "progress"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Not a wire event: a message of a protocol adapter's own protocol, queued in order with the
+    session's events and sent as it is (an AudioHook `pong`, an OpenAI `error`, ...)."""
+
+    text: str  # the whole message
+    type: str = "reply"
+
+
 class SessionProtocol:
     """One session's protocol state. Every input method returns the actions it leads to."""
 
-    def __init__(self, session_id: str, engine: EngineSpec, limits: LimitsConfig, stats_interval_s: float, now: float):
+    def __init__(
+        self,
+        session_id: str,
+        engine: EngineSpec,
+        limits: LimitsConfig,
+        stats_interval_s: float,
+        now: float,
+        post_processor: PostProcessorFactory | None = None,
+        progress_events: bool = False,
+    ):
         self.session_id = session_id
         self.phase = Phase.AWAITING_START
         self._engine = engine
@@ -154,7 +189,13 @@ class SessionProtocol:
         self._outbox = Outbox(limits.max_pending_finals)
         self._overflowed = False  # a put found the outbox full: the client is not reading
         self._start: StartMessage | None = None
-        self._policy: CaptionPolicy | None = None
+        self._policies: list[CaptionPolicy] = []  # one per captioned channel (one for the mix)
+        self._merge: FinalsMerge | None = None  # multichannel: finals in media-time order
+        self._make_post_processor = post_processor
+        self._post: CaptionPostProcessor = NoPostProcessing()
+        self._progress_events = progress_events  # queue `Progress` markers (protocol adapters)
+        self._processed_by_channel: list[float] = []  # media seconds each channel's engine has processed
+        self._channels_finished: set[int] = set()  # channels whose engine session finished
         self._start_deadline = now + limits.start_timeout_s
         self._last_input = now  # loop time of the last message, for the idle timeout
         self._next_stats: float | None = None  # loop time the next `stats` is due; None = no stats
@@ -210,6 +251,13 @@ class SessionProtocol:
             if self.phase is Phase.AWAITING_START and error.code in FATAL_START_ERRORS:
                 return self._fail(error.code, error.message)
             return self._error(error.code, error.message)
+        return self.receive_control(control, now)
+
+    def receive_control(self, control: ControlMessage, now: float) -> list[Action]:
+        """A parsed control message (protocol adapters translate theirs into these)."""
+        if not self.receiving:
+            return []
+        self._last_input = now
         if isinstance(control, StopMessage):
             if self.phase is Phase.AWAITING_START:
                 return self._error(ErrorCode.NOT_STARTED, "`stop` received before `start`")
@@ -231,6 +279,11 @@ class SessionProtocol:
         unknown = self._unknown_kinds(start.interpretations)
         if unknown:
             return self._fail(ErrorCode.BAD_START, unknown)
+        if self._make_post_processor is not None:
+            try:
+                self._post = self._make_post_processor(self.session_id, start)
+            except CodedError as error:
+                return self._fail(error.code, error.message)
         self._start = start
         self.phase = Phase.OPENING
         if start.video is not None:
@@ -410,7 +463,13 @@ class SessionProtocol:
             return []
         self.phase = Phase.STREAMING
         self._last_input = now
-        self._policy = CaptionPolicy(CaptionPolicyConfig(interim_results=self._start.interim_results))
+        labels = self.channel_labels
+        self._policies = [
+            CaptionPolicy(CaptionPolicyConfig(interim_results=self._start.interim_results, channel=label))
+            for label in labels
+        ]
+        self._processed_by_channel = [0.0] * len(labels)
+        self._merge = FinalsMerge(len(labels)) if len(labels) > 1 else None
         if self._start.stats:
             self._next_stats = now + self._stats_interval_s
         return self._send(Ready(self.session_id, self._engine.name, self._engine.sample_rate))
@@ -418,8 +477,16 @@ class SessionProtocol:
     def open_failed(self, error: CodedError) -> list[Action]:
         return self._fail(error.code, error.message)
 
-    def decoded(self, chunks: Sequence[AudioChunk]) -> list[Action]:
-        """Audio came out of the decoder and chunker: submit it, within the session's media limit."""
+    @property
+    def channel_labels(self) -> tuple[str | None, ...]:
+        """One entry per engine session the shell opens: the labels, or (None,) for the mix."""
+        if self._start is None or self._start.channels is None:
+            return (None,)
+        return self._start.channels
+
+    def decoded(self, chunks: Sequence[AudioChunk], channel: int = 0) -> list[Action]:
+        """Audio of one channel (0: the mix) came out of the decoder and chunker: submit it,
+        within the session's media limit."""
         if self.phase not in (Phase.STREAMING, Phase.FINISHING):
             return []
         actions: list[Action] = []
@@ -429,7 +496,7 @@ class SessionProtocol:
                     ErrorCode.SESSION_LIMIT, f"session exceeded {self._limits.max_session_s:g} s of media"
                 )
             self._received_samples = max(self._received_samples, chunk.end_sample)
-            actions.append(Submit(chunk))
+            actions.append(Submit(chunk, channel))
         return actions
 
     def audio_dropped(self, samples: int) -> list[Action]:
@@ -443,23 +510,87 @@ class SessionProtocol:
         code = error.code if error.code in ErrorCode.__members__.values() else ErrorCode.INTERNAL_ERROR
         return self._fail(code, error.message)
 
-    def engine_result(self, result: StepResult) -> list[Action]:
+    def engine_result(self, result: StepResult, channel: int = 0) -> list[Action]:
+        """One step's result for the engine session of `channel`."""
         if self.phase not in (Phase.STREAMING, Phase.FINISHING):
             return []
-        self._processed_s = max(self._processed_s, result.processed_until)
+        self._note_processed(channel, result.processed_until)
         self._frames_dropped_by_engine += result.dropped_frames
-        return self._send(*self._policy.update(result.captions), *map(interpretation_event, result.interpretations))
+        captions = self._captions(channel, self._policies[channel].update(result.captions))
+        return self._send(*captions, *self._interpretations(channel, result), *self._progress())
 
     def engine_failed(self, error: Exception) -> list[Action]:
         return self._fail(ErrorCode.ENGINE_ERROR, f"the model failed on this session's audio: {error}")
 
-    def finished(self, result: StepResult) -> list[Action]:
-        """The engine committed everything: the last finals, then `ended`."""
-        if self.phase is not Phase.FINISHING:
+    def finished(self, result: StepResult, channel: int = 0) -> list[Action]:
+        """The engine session of `channel` committed everything; when every channel has, the last
+        finals, then `ended`."""
+        if self.phase is not Phase.FINISHING or channel in self._channels_finished:
             return []
-        self._processed_s = max(self._processed_s, result.processed_until)
-        events = [*self._policy.finish(result.captions), *map(interpretation_event, result.interpretations)]
-        return self._send(*events) + self._end(self._reason)
+        self._note_processed(channel, result.processed_until)
+        self._channels_finished.add(channel)
+        policy = self._policies[channel]
+        finals = policy.finish(result.captions)
+        events = self._captions(channel, finals, finished=True)
+        self._send(*events, *self._interpretations(channel, result))
+        if len(self._channels_finished) < len(self._policies):
+            return self._send(*self._progress())
+        return self._send(*self._progress(), *self._post.end()) + self._end(self._reason)
+
+    # -- captions: every caption event passes here ------------------------------------------------
+
+    def _captions(self, channel: int, events: Sequence[Event], finished: bool = False) -> list[Event]:
+        """A channel's caption events → what is sent: finals in media-time order across channels,
+        then each event through the post-processor (which may rewrite text and add interpretations)."""
+        finals = [event for event in events if isinstance(event, CaptionFinal)]
+        if self._merge is not None:
+            finals = self._merge.add(channel, finals, self._watermark(channel))
+            if finished:
+                finals += self._merge.finish(channel)
+        out: list[Event] = []
+        for final in finals:
+            out += self._post.final(final)
+        out += [self._post.partial(event) for event in events if isinstance(event, CaptionPartial)]
+        return out
+
+    def _watermark(self, channel: int) -> float:
+        """No final of this channel will start before this media time (see `channels.py`)."""
+        policy = self._policies[channel]
+        processed = self._processed_by_channel[channel] - ORDER_SLACK_S
+        return processed if policy.open_start is None else min(policy.open_start, processed)
+
+    def _committed_until(self, channel: int) -> float:
+        """Every word of this channel starting before this media time is committed: the engine has
+        processed the audio up to there and holds no tentative word from before it."""
+        tentative = self._policies[channel].tentative_start
+        processed = self._processed_by_channel[channel]
+        return processed if tentative is None else min(tentative, processed)
+
+    def _note_processed(self, channel: int, processed_s: float) -> None:
+        self._processed_s = max(self._processed_s, processed_s)
+        self._processed_by_channel[channel] = max(self._processed_by_channel[channel], processed_s)
+
+    def _interpretations(self, channel: int, result: StepResult) -> list[Event]:
+        label = self.channel_labels[channel]
+        return [interpretation_event(update, label) for update in result.interpretations]
+
+    def _progress(self) -> list[Event]:
+        if not self._progress_events or not self._policies:
+            return []
+        live = [index for index in range(len(self._policies)) if index not in self._channels_finished]
+        committed = [self._committed_until(index) for index in live]
+        watermark = min((self._watermark(index) for index in live), default=float("inf"))
+        return [Progress(watermark, min(committed, default=float("inf")))]
+
+    def reply(self, text: str) -> list[Action]:
+        """Queue a protocol adapter's own message, in order with the session's events."""
+        return self._send(Reply(text))
+
+    def touch(self, now: float) -> None:
+        """A client message arrived that a protocol adapter consumed itself (a ping, a pause): it
+        counts as activity for the idle timeout, as every native message does."""
+        if self.receiving:
+            self._last_input = now
 
     # -- clock and lifecycle ---------------------------------------------------------------------
 
@@ -542,8 +673,11 @@ class SessionProtocol:
         if self.phase is Phase.ENDED:
             return []
         events: list[Event] = []
-        if self._policy is not None:
-            events += self._policy.finish(CaptionUpdate())  # committed words always reach a final
+        finals = [final for policy in self._policies for final in policy.finish(CaptionUpdate())]
+        if self._merge is not None:
+            finals = sorted(self._merge.flush() + finals, key=lambda final: final.start)
+        for final in finals:  # committed words always reach a final
+            events += self._post.final(final)
         self._reason = EndedReason.for_error(code)
         self.phase = Phase.ENDED  # before sending: an overflow now must not fail again
         self._send(*events, Error(code, message, fatal=True))
@@ -551,6 +685,6 @@ class SessionProtocol:
 
     def _end(self, reason: EndedReason) -> list[Action]:
         self.phase = Phase.ENDED
-        finals = self._policy.finals_emitted if self._policy else 0
+        finals = sum(policy.finals_emitted for policy in self._policies)
         self._send(Ended(reason, samples_to_seconds(self._received_samples), finals))
         return [Close()]
