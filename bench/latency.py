@@ -6,6 +6,7 @@ through the server.
     python -m patchstream.bench.latency --condition noisy edge_s=0.3      # one condition, one engine knob
     python -m patchstream.bench.latency --only mfa_disfluent --show-text  # one file, its captions printed
     python -m patchstream.bench.latency --synthetic --files 2 --sentences 6       # eSpeak NG speech instead
+    python -m patchstream.bench.latency --condition read --transports        # WebRTC's added latency
 
 It is: a benchmark (not a test) that streams the development speech set (`../shared/speech`
 beside the repository, or `--speech-dir`; see `bench/speech_set.py`) through an in-process server
@@ -21,6 +22,9 @@ session, and prints per file, per condition and overall:
 - the naive baseline (re-transcribe the growing buffer every second) in the same run;
 - four concurrent real-time streams (the files split into four lists of similar length, each
   list streamed file after file): lag early and late in each stream, and final p95.
+`--transports` streams the same files over the websocket (PCM) and over WebRTC (an Opus track of
+an aiortc peer connection, `--transport webrtc`), each on its own fresh server, and prints both
+with the difference: what WebRTC adds (Opus coding, packetization, jitter buffer, resampling).
 `--synthetic` runs the same measurements on eSpeak NG speech made on the spot (reference text and
 word ends from the synthesizer), the secondary check the benchmark used before the speech set.
 It is not: a test, nor an evaluation set; timings depend on the machine and on what else runs on it.
@@ -129,9 +133,9 @@ def offline(engine: Engine, file: SpeechFile) -> OfflineResult:
     return OfflineResult(text, word_errors(reference, hypothesis), repeated_phrases(hypothesis, reference))
 
 
-async def stream_one(url: str, file: SpeechFile) -> list[ReceivedEvent]:
+async def stream_one(url: str, file: SpeechFile, transport: str = "websocket") -> list[ReceivedEvent]:
     events: list[ReceivedEvent] = []
-    await stream_file(file.path, StreamOptions(url=url), events.append)
+    await stream_file(file.path, StreamOptions(url=url, transport=transport), events.append)
     return events
 
 
@@ -143,12 +147,12 @@ def log(result: FileResult, label: str = "") -> None:
         print(f"    {marked}", file=sys.stderr, flush=True)
 
 
-async def stream_serially(server: Server, files: Sequence[SpeechFile]) -> list[FileResult]:
+async def stream_serially(server: Server, files: Sequence[SpeechFile], transport: str = "websocket") -> list[FileResult]:
     """Each file its own session, one after another; model time is charged per file."""
     results = []
     for file in files:
         before = server.scheduler.busy_s
-        events = await stream_one(server.url, file)
+        events = await stream_one(server.url, file, transport)
         results.append(measure(file, events, server.scheduler.busy_s - before))
         log(results[-1])
     return results
@@ -297,6 +301,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-serial", action="store_true",
                         help="skip the one-stream run (and the offline baseline and naive run with it)")
     parser.add_argument("--show-text", action="store_true", help="print each file's final captions")
+    parser.add_argument("--transports", action="store_true",
+                        help="only compare the transports: the files over websocket, then over WebRTC")
     parser.add_argument("--model-path", help="a CTranslate2 Whisper directory (default: the bundled tiny.en)")
     parser.add_argument("knobs", nargs="*", help="whisper engine settings as NAME=VALUE (see patchstream.bench.engine_probe)")
     return parser.parse_args(argv)
@@ -338,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {len(files)} files ({counts}), {sum(f.duration_s for f in files):.0f} s of {chosen.source}", flush=True)
 
     engine = build_engine(EngineChoice("whisper", model_path=args.model_path, options=parse_knobs(args.knobs)))
+    if args.transports:
+        transport_runs(engine, files)
+        print("command: python -m patchstream.bench.latency " + " ".join(argv if argv is not None else sys.argv[1:]))
+        return 0
     if not args.skip_serial:
         serial_runs(args, engine, files)
     if concurrency > 0:
@@ -368,6 +378,29 @@ def serial_runs(args: argparse.Namespace, engine: Engine, files: Sequence[Speech
     print("\n" + serial_report(streaming, baseline, naive), flush=True)
     if args.show_text:
         print("\n" + captions_report(streaming, baseline), flush=True)
+
+
+TRANSPORT_HEADER = ["transport", "files", "audio s", "WER", "first p50", "first p95", "final p50", "final p95", "words"]
+
+
+def transport_runs(engine: Engine, files: Sequence[SpeechFile]) -> None:
+    """The same files over the websocket, then over WebRTC; both, and what WebRTC adds."""
+    rows, medians = [], {}
+    for transport in ("websocket", "webrtc"):
+        print(f"{transport}, one file after another:", file=sys.stderr, flush=True)
+        results, _ = asyncio.run(on_server(engine, lambda server: stream_serially(server, files, transport)))
+        first = [x for r in results for x in r.latencies.first_seen]
+        final = [x for r in results for x in r.latencies.final]
+        errors = sum((r.errors for r in results), NO_ERRORS)
+        cells = [percentile(first, 50), percentile(first, 95), percentile(final, 50), percentile(final, 95)]
+        medians[transport] = cells
+        rows.append([transport, str(len(results)), f"{sum(r.file.duration_s for r in results):.0f}", f"{errors.wer:.3f}",
+                     *(f"{v:.2f}" for v in cells), str(len(final))])
+    added = [w - s for w, s in zip(medians["webrtc"], medians["websocket"])]
+    rows.append(["webrtc − websocket", "", "", "", *(f"{v:+.2f}" for v in added), ""])
+    print("\n" + table(rows, TRANSPORT_HEADER), flush=True)
+    print("\nlatency = client receive time − the word's end in the audio (align.json), seconds; media time 0 is "
+          "the first sample sent (websocket: at `ready`; WebRTC: when the track starts, after ICE and DTLS)")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from patchstream.clients.terminal import TerminalRenderer
 from patchstream.streaming.app import (
     BUNDLED_MODELS,
     ENGINE_NAMES,
+    ENGINE_OPTIONS,
     VISION_PARTS,
     AdmissionConfig,
     AuthConfig,
@@ -49,7 +50,6 @@ from patchstream.streaming.app import (
     JournalConfig,
     LimitsConfig,
     ServerConfig,
-    TlsConfig,
     configure_logging,
     load_keys_file,
     mint_token,
@@ -60,6 +60,8 @@ from patchstream.streaming.app import run_until_complete, serve_in_process
 from patchstream.streaming.protocol import NATIVE_STREAM_PATH
 
 DEFAULT_ENGINE = "whisper"  # the bundled CPU default (faster-whisper tiny.en)
+WEB_DIR = Path(__file__).resolve().parent / "web"  # the browser page `serve` offers at GET /
+TRANSPORTS = ("websocket", "webrtc")  # how `caption` sends media (the events always come on the websocket)
 DEMO_SENTENCES = 4  # about 20 s of speech: long enough to watch captions firm up
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -79,6 +81,7 @@ class CaptionJob:
     video: bool = True  # stream the file's video too, when it has a video track
     video_fps: float = 1.0  # JPEG frames per media second sent
     api_key: str | None = None  # Bearer credential for a remote server (--api-key / PATCHSTREAM_API_KEY)
+    transport: str = "websocket"  # "webrtc": the audio on a peer connection (live pace, no video)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="video frames per second sent (default %(default)s; the server samples to its engine's rate)",
     )
     caption.add_argument(
+        "--transport", choices=TRANSPORTS, default="websocket",
+        help="websocket (default: PCM and JPEG frames on the websocket) or webrtc (the audio as an Opus "
+        "track of a peer connection, as a browser sends it; real-time pace, audio only)",
+    )
+    caption.add_argument(
         "--api-key", default=os.environ.get("PATCHSTREAM_API_KEY"), metavar="SECRET",
         help="credential for --url (an API key or a signed token; default $PATCHSTREAM_API_KEY)",
     )
@@ -136,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-backlog-s", type=float, default=LimitsConfig.max_backlog_s,
         help="seconds of audio a session may queue before the oldest is dropped (default %(default)s)",
     )
+    serve.add_argument(
+        "--certfile", metavar="PEM",
+        help="TLS certificate chain: serve https:// and wss:// (browsers allow the microphone on other "
+        "machines only over HTTPS; on localhost plain HTTP is enough)",
+    )
+    serve.add_argument("--keyfile", metavar="PEM", help="the certificate's private key (default: inside --certfile)")
+    serve.add_argument("--no-web", action="store_true", help="do not serve the browser page at /")
     serve.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error"),
         help="(default %(default)s)",
@@ -187,6 +202,7 @@ def _add_engine_arguments(parser: argparse.ArgumentParser, default: str | None) 
     model.add_argument(
         "--model-path", metavar="DIR", help="local model directory: CTranslate2 for whisper, a Gemma 4 checkpoint for gemma4 (default: a bundled --model)"
     )
+    _add_engine_options(parser)
     parser.add_argument(
         "--vision", default="auto", type=_vision_parts, metavar="PARTS",
         help="interpretations from video beside the captions: comma-separated ocr (on-screen text, "
@@ -196,8 +212,8 @@ def _add_engine_arguments(parser: argparse.ArgumentParser, default: str | None) 
 
 
 def _add_operations_arguments(serve: argparse.ArgumentParser) -> None:
-    """Auth, TLS, capacity, resume, journal and log flags of `serve` (docs/operations.md)."""
-    group = serve.add_argument_group("auth, TLS, capacity, journal (docs/operations.md)")
+    """Auth, capacity, resume, journal and log flags of `serve` (docs/operations.md)."""
+    group = serve.add_argument_group("auth, capacity, resume, journal (docs/operations.md)")
     group.add_argument("--api-key", action="append", default=[], metavar="ID:SECRET",
                        help="accept this API key (repeatable; also $PATCHSTREAM_API_KEYS, comma-separated)")
     group.add_argument("--keys-file", metavar="PATH", help="JSON file of keys with per-key limits")
@@ -205,8 +221,6 @@ def _add_operations_arguments(serve: argparse.ArgumentParser) -> None:
                        help="serve without keys on a non-loopback address (a private network only)")
     group.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                        help="browser origin allowed besides the server's own, e.g. https://app.example (repeatable; * = any)")
-    group.add_argument("--certfile", metavar="PEM", help="TLS certificate chain: serve wss:// and https://")
-    group.add_argument("--keyfile", metavar="PEM", help="TLS private key (default: inside --certfile)")
     group.add_argument("--journal-dir", metavar="DIR", default=_default_journal_dir(),
                        help="where finals are journaled, one JSONL per session (default %(default)s; '' = none)")
     group.add_argument("--journal-fsync", choices=("end", "every"), default=JournalConfig.fsync,
@@ -231,9 +245,8 @@ def _operations_config(args: argparse.Namespace) -> dict:
     if args.keys_file:
         keys += load_keys_file(args.keys_file)
     auth = AuthConfig(tuple(keys), tuple(args.allow_origin), loopback_only_when_open=not args.no_auth)
-    tls = TlsConfig(args.certfile, args.keyfile) if args.certfile else None
     return dict(
-        auth=auth, tls=tls, resume_grace_s=args.resume_grace_s,
+        auth=auth, resume_grace_s=args.resume_grace_s,
         journal=JournalConfig(args.journal_dir or None, args.journal_fsync),
         admission=AdmissionConfig(target_utilisation=args.target_utilisation),
     )
@@ -250,6 +263,52 @@ def _token_command(args: argparse.Namespace) -> int:
         print(f"patchstream: {error}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """Engine knobs; each flag's dest is the `EngineChoice.options` key (`ENGINE_OPTIONS` says which engine
+    takes it). Unset flags leave the engine's own default (docs/gemma4-engine.md lists them)."""
+    group = parser.add_argument_group("gemma4 engine options (with --engine gemma4)")
+    group.add_argument(
+        "--window-s", dest="window_s", type=float, metavar="S",
+        help="most audio in one segment before it is committed and the context resets "
+        "(default 15; the 12B loses track of audio beyond about 20 s)",
+    )
+    group.add_argument(
+        "--emit-every-s", dest="emit_every_s", type=float, metavar="S",
+        help="new audio between two tentative caption decodes (default 1)",
+    )
+    group.add_argument(
+        "--pause-s", dest="pause_s", type=float, metavar="S",
+        help="quiet after speech that closes (commits) a segment (default 0.6)",
+    )
+    group.add_argument(
+        "--instruction", dest="default_instruction", metavar="TEXT",
+        help="interpretation instruction for sessions whose `start` sends none (default: none)",
+    )
+    group.add_argument(
+        "--max-batch", dest="max_batch", type=_positive_int, metavar="N",
+        help="sessions advanced by one model step (default 8)",
+    )
+    group.add_argument(
+        "--dtype", dest="dtype", choices=("auto", "bfloat16", "float32"),
+        help="weights and caches (default auto: bfloat16 on cuda, float32 on cpu)",
+    )
+    group.add_argument(
+        "--device", dest="device", metavar="DEVICE",
+        help="cpu, cuda or cuda:N (default auto: cuda when available)",
+    )
+
+
+ENGINE_OPTION_FLAGS = {  # option -> its flag, for messages
+    "window_s": "--window-s", "emit_every_s": "--emit-every-s", "pause_s": "--pause-s",
+    "default_instruction": "--instruction", "max_batch": "--max-batch", "dtype": "--dtype", "device": "--device",
+}
+
+
+def _engine_options(args: argparse.Namespace) -> dict:
+    """The engine options set on the command line (unset ones are left to the engine)."""
+    return {name: getattr(args, name) for name in ENGINE_OPTION_FLAGS if getattr(args, name, None) is not None}
 
 
 def _vision_parts(text: str) -> tuple[str, ...]:
@@ -271,18 +330,35 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `patchstream` console script and `python -m patchstream.clients`."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "token":  # no engine, no media: nothing below applies
+        return args.handler(args)
     if args.command == "caption" and args.url and (args.engine or args.model or args.model_path):
         parser.error(
             "--engine, --model and --model-path pick the in-process server's engine; drop them with --url"
         )
     if args.command == "caption" and args.video_fps <= 0:
         parser.error("--video-fps must be above 0")
+    options = _engine_options(args)
+    if options and args.command == "caption" and args.url:
+        parser.error(f"{', '.join(ENGINE_OPTION_FLAGS[n] for n in options)} configure the in-process server's "
+                     "engine; drop them with --url")
+    engine = args.engine or DEFAULT_ENGINE
+    foreign = [n for n in options if n not in ENGINE_OPTIONS.get(engine, ())]
+    if foreign:
+        takers = sorted(name for name, names in ENGINE_OPTIONS.items() if set(foreign) <= set(names))
+        parser.error(f"{', '.join(ENGINE_OPTION_FLAGS[n] for n in foreign)}: options of --engine "
+                     f"{' or '.join(takers) or '?'}, not {engine}")
+    if args.command == "caption" and args.transport == "webrtc" and args.fast:
+        parser.error("--transport webrtc streams live media: drop --fast")
+    if args.command == "serve" and args.keyfile and not args.certfile:
+        parser.error("--keyfile needs --certfile")
     return args.handler(args)
 
 
 def _engine_choice(args: argparse.Namespace) -> EngineChoice:
     return EngineChoice(
-        name=args.engine or DEFAULT_ENGINE, model_path=args.model_path or args.model, vision=args.vision
+        name=args.engine or DEFAULT_ENGINE, model_path=args.model_path or args.model,
+        options=_engine_options(args), vision=args.vision,
     )
 
 
@@ -290,7 +366,7 @@ def _caption_command(args: argparse.Namespace) -> int:
     job = CaptionJob(
         file=args.file, url=args.url, engine=_engine_choice(args), fast=args.fast,
         json_lines=args.json, vtt=args.vtt, srt=args.srt, language=args.language,
-        video=not args.no_video, video_fps=args.video_fps, api_key=args.api_key,
+        video=not args.no_video, video_fps=args.video_fps, api_key=args.api_key, transport=args.transport,
     )
     return run_async(lambda: caption(job))
 
@@ -300,7 +376,11 @@ def _serve_command(args: argparse.Namespace) -> int:
     limits = LimitsConfig(max_sessions=args.max_sessions, max_backlog_s=args.max_backlog_s)
     try:
         operations = _operations_config(args)
-        run_server(ServerConfig(host=args.host, port=args.port, limits=limits, **operations), _engine_choice(args))
+        config = ServerConfig(
+            host=args.host, port=args.port, limits=limits, web_dir=None if args.no_web else str(WEB_DIR),
+            certfile=args.certfile, keyfile=args.keyfile, **operations,
+        )
+        run_server(config, _engine_choice(args))
     except (EngineError, OSError, ValueError) as error:  # no model, the port is taken, a bad key or bind
         print(f"patchstream: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -392,11 +472,16 @@ async def _caption_file(job: CaptionJob, on_event: Callable[[ReceivedEvent], Non
     length = f", {info.duration_s:.1f} s" if info.duration_s else ""
     described = f"{info.codec}, {info.sample_rate} Hz, {info.channels} ch{length}"
     frames = None
-    if job.video and has_video(job.file):
+    if job.video and job.transport == "websocket" and has_video(job.file):
         frames = JpegFrameReader(job.file, job.video_fps)
         described += f"; video as JPEG at {job.video_fps:g} fps"
     print(f"patchstream: {info.path}: {described}", file=sys.stderr)
-    options = StreamOptions(url=job.url or "", fast=job.fast, language=job.language, video_fps=job.video_fps, api_key=job.api_key)
+    options = StreamOptions(
+        url=job.url or "", fast=job.fast, language=job.language, video_fps=job.video_fps, transport=job.transport,
+        api_key=job.api_key,
+    )
+    if job.transport == "webrtc":
+        print("patchstream: audio over WebRTC (an Opus track), events over the websocket", file=sys.stderr)
     try:
         if job.url:
             return await stream_reader(reader, options, on_event, frames)

@@ -12,6 +12,9 @@ If the connection drops mid-stream it resumes the session (docs/protocol.md "Res
 reconnects with the `resume_token` of `ready`, learns from `resumed` how many audio bytes the
 server has, re-sends the rest from the audio it keeps (the last RESUME_BUFFER_S), and gets the
 finals it missed, so the transcript is the uninterrupted one.
+With
+`StreamOptions.transport == "webrtc"` the audio goes as a WebRTC track instead
+(`clients/webrtc_sender.py`); the events still come here (such a session does not resume).
 
 It is not: a renderer (`clients/terminal.py`), a subtitle writer (`clients/subtitles.py`) or a
 command line (`clients/cli.py`); it prints nothing. It does not resample by hand (PyAV does), and
@@ -114,6 +117,7 @@ class StreamOptions:
     interpretations: tuple[str, ...] | None = None  # `start.interpretations`; None = all the engine offers
     api_key: str | None = None  # sent as `Authorization: Bearer` (an API key or a signed token)
     resume: bool = True  # resume the session when the connection drops mid-stream
+    transport: str = "websocket"  # how media travels: "websocket" (binary frames) or "webrtc" (a peer connection)
 
 
 @dataclass(frozen=True)
@@ -317,7 +321,12 @@ async def stream_reader(
     """`stream_file` for an already opened reader (the caller closes it); with `frames`, the
     video too (the caller closes that reader as well)."""
     websocket = await _connect(options.url, options)
-    session = _Session(websocket, reader, options, on_event, frames)
+    session_class = _Session
+    if options.transport == "webrtc":
+        from patchstream.clients.webrtc_sender import WebRTCSession  # noqa: PLC0415 - aiortc only when asked for
+
+        session_class = WebRTCSession
+    session = session_class(websocket, reader, options, on_event, frames)
     try:
         return await session.run()
     finally:
@@ -397,7 +406,7 @@ class _Session:
         self._resuming = False  # the current connection is a resume: re-send before going on
 
     async def run(self) -> StreamResult:
-        await self.ws.send(start_message(self._options, video=self._frames is not None))
+        await self.ws.send(self._start_message())
         while True:
             try:
                 return await self._run_connection()
@@ -421,8 +430,14 @@ class _Session:
                     raise ConnectionLost(f"{dropped}; resuming failed: {error}") from None
                 await asyncio.sleep(RESUME_RETRY_S)
 
+    @property
+    def _ws(self) -> ClientConnection:
+        """The current connection (the name subclasses use)."""
+        return self.ws
+
     def _can_resume(self) -> bool:
-        return self._options.resume and self._resume_token is not None and self._fatal is None and not self._stop_sent
+        # A WebRTC session's audio travels on a peer connection the resume cannot carry over.
+        return self._options.resume and self._options.transport == "websocket" and self._resume_token is not None and self._fatal is None and not self._stop_sent
 
     async def _run_connection(self) -> StreamResult:
         receiver = asyncio.create_task(self._receive())
@@ -442,6 +457,9 @@ class _Session:
             for task in (sender, receiver):
                 task.cancel()
             await asyncio.gather(sender, receiver, return_exceptions=True)
+
+    def _start_message(self) -> str:
+        return start_message(self._options, video=self._frames is not None)
 
     async def _receive(self) -> StreamResult:
         try:

@@ -19,6 +19,7 @@ Call pattern (the server's scheduler owns a model thread and is the only caller)
 
 The scheduler only feeds media kinds the engine's `spec.media` declares, audio in whole multiples
 of `spec.samples_per_chunk`, and video at most `spec.video_fps` frames per second (latest wins).
+A session whose `StepResult.pending` is True is stepped again even when no new media arrives.
 
 Engines are not thread-safe: all calls for all sessions happen on one thread at a time. None of
 these calls may wait on work of its own running elsewhere (an OCR worker): the model thread is
@@ -191,6 +192,7 @@ class StepResult:
     captions: CaptionUpdate = CaptionUpdate()  # transcript changes (empty for a silent step)
     interpretations: tuple[InterpretationUpdate, ...] = ()  # interpretation changes, in order
     dropped_frames: int = 0  # video frames the engine skipped since the last result (latest frame wins)
+    pending: bool = False  # the engine holds work for this session: step it again even if no new media arrives
 
     @property
     def processed_until(self) -> float:

@@ -6,7 +6,8 @@ An `EngineChoice` with `vision` parts gets the chosen caption engine composed wi
 interpretation engine (`composite_engine.py` over `vision_engine.py`); `"auto"` means scene
 changes always and on-screen text when the `vision` extra (rapidocr) is installed.
 It also names the bundled models (`BUNDLED_MODELS`, from the torch-free `model.whisper_models`)
-that `--model` offers. It is not: a plugin system; adding an engine means adding a line here.
+that `--model` offers, and the engine options the command line may set (`ENGINE_OPTIONS`).
+It is not: a plugin system; adding an engine means adding a line here.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ ENGINES = {
     "gemma4": ("patchstream.model.gemma4_engine", "build"),  # needs --model-path (a checkpoint directory)
 }
 VISION_PARTS = ("ocr", "scenes")  # what `--vision` accepts besides "auto" and "none"
+# The `EngineChoice.options` each engine takes from the command line (`patchstream serve --window-s ...`); its
+# `build` checks their values. An engine not named here takes none from the command line.
+ENGINE_OPTIONS = {
+    "gemma4": ("window_s", "emit_every_s", "pause_s", "default_instruction", "max_batch", "dtype", "device"),
+}
 
 
 def build_engine(choice: EngineChoice) -> Engine:

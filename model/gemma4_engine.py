@@ -2,7 +2,8 @@
 interpretations decoded while it still arrives, bounded memory, sessions batched at different positions.
 
 What this is: the `model.api.Engine` over `model.gemma4` (docs/gemma4-engine.md gives the reasoning).
-- State: per session a `StreamState` cloned from the engine's cached instruction prefix, the media waiting to be
+- State: per session a `StreamState` loaded from the engine's cached instruction prefix (an LRU of snapshots
+  sliced to the prefix's length, bounded by count and bytes: `prefix_cache.py`), the media waiting to be
   appended, and where the open *segment* (one user turn of interleaved audio and frames) began in media time.
 - Step: every waiting session appends its new media (at most `prefill_chunk_tokens` each, all sessions in one
   ragged forward, `model/gemma4_batch.py`); then the sessions the emission policy picks append a prompt suffix,
@@ -10,7 +11,12 @@ What this is: the `model.api.Engine` over `model.gemma4` (docs/gemma4-engine.md 
 - Emission policy: a tentative caption every `emit_every_s` of new audio; the segment closes on a pause
   (`pause_s` of quiet after speech), when it holds `window_s` of audio, on a media-time jump, or at the end of
   the stream. Closing commits the caption (segment_end) and finalises the interpretation. Interpretations
-  (the session's instruction) are decoded when a new video frame arrived, and finally at the close.
+  (the session's instruction, kind "interpretation", when the session wants that kind) are decoded when a new
+  video frame arrived, and finally at the close. A session with media still waiting (the per-step budget) reports
+  `StepResult.pending`, so the scheduler steps it again without new media.
+- Failure: a step is a transaction. If anything in it raises (a forward half-way through the layers, a decode),
+  every session of the step is put back exactly as it was before it (caches by their undo logs, counters,
+  waiting media), so the scheduler can retry them one by one.
 - Memory policy: closing a segment resets the session to the cached prefix plus the last committed words
   (`carry_words`), so full-attention layers never hold more than one segment; the sliding layers are rings. KV
   bytes are flat for any stream length, and positions (RoPE) restart after the prefix every segment.
@@ -23,8 +29,9 @@ only), or a speculative decoder: the 12B's MTP drafter would propose tokens for 
 from __future__ import annotations
 
 import copy
+import logging
 from collections import deque
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -54,10 +61,13 @@ from patchstream.model.gemma4 import Gemma4Unified
 from patchstream.model.gemma4_batch import detached_decode_step, forward_rows, generate_detached
 from patchstream.model.gemma4_pieces import Piece, PieceMaker
 from patchstream.model.gemma4_processing import Gemma4Processor
+from patchstream.model.prefix_cache import PrefixCache
+
+log = logging.getLogger(__name__)
 
 AUDIO_TOKENS_PER_S = 25  # 16 kHz / 640 samples
-PREFIX_CACHE_SIZE = 8  # instruction prefixes kept (one per distinct bias prompt)
 INTERPRETATION_KIND = "interpretation"  # InterpretationUpdate.kind of the session's instruction
+DTYPES = {"auto": None, "bfloat16": torch.bfloat16, "float32": torch.float32}  # `dtype` settings
 
 
 @dataclass(frozen=True)
@@ -79,9 +89,26 @@ class Gemma4EngineConfig:
     max_batch: int = 8  # sessions per step
     max_pending_s: float = 30.0  # audio waiting to be appended; beyond it the oldest is dropped (engine behind)
     prefill_chunk_tokens: int = 256  # most media tokens one session appends per step: long backlogs never stall others
-    device: str = "auto"  # "auto": cuda when available, else cpu
-    dtype: str = "auto"  # "auto": bfloat16 on cuda, float32 on cpu
+    prefix_cache_entries: int = 8  # instruction prefixes kept (one per distinct bias prompt), least recently used go
+    prefix_cache_mib: float = 256.0  # and at most this much KV in them (12B bf16: ~0.33 MiB per prefix token)
+    device: str = "auto"  # "auto": cuda when available, else cpu ("cpu", "cuda", "cuda:1", ...)
+    dtype: str = "auto"  # "auto": bfloat16 on cuda, float32 on cpu; or "bfloat16" / "float32"
     compile_decode: str = "auto"  # "auto": torch.compile (CUDA graphs) the decode step on cuda only; "on" / "off"
+
+    def __post_init__(self) -> None:
+        positive = ("window_s", "emit_every_s", "pause_s", "caption_tokens", "interpretation_tokens",
+                    "instruction_tokens", "video_fps", "max_batch", "max_pending_s", "prefill_chunk_tokens")
+        bad = [name for name in positive if not getattr(self, name) > 0]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} must be above 0")
+        if self.window_tokens < 1:
+            raise ValueError("window_s must hold at least one 40 ms audio token")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {self.dtype!r}")
+        if self.compile_decode not in ("auto", "on", "off"):
+            raise ValueError(f"compile_decode must be auto, on or off, not {self.compile_decode!r}")
+        if self.carry_words < 0 or self.prefix_cache_entries < 0 or self.prefix_cache_mib < 0:
+            raise ValueError("carry_words and the prefix cache bounds must be >= 0")
 
     @property
     def window_tokens(self) -> int:
@@ -106,13 +133,16 @@ class Gemma4Session:
     prompt: str  # bias words in the prefix
     instruction: str  # interpretation instruction ("" = none)
     stream: gs.StreamState | None  # the decoder caches; None once closed
+    interpret: bool = True  # the session wants INTERPRETATION_KIND (`interpretations` of start / control)
+    open_interpretation: InterpretationUpdate | None = None  # the last partial sent in this segment, if any
+    retire: bool = False  # the open partial's instruction changed or its kind was turned off: finalise it as it is
+    interpretation_index: int = 0  # counts final interpretations: ids
     pending: deque = field(default_factory=deque)  # Media not yet appended, in media-time order (`max_pending_s`)
     carry: str = ""  # committed words of the last segment, appended before the next one's media
     carry_pending: bool = False  # the carry text still has to be appended
     audio_open: bool = False  # an `<|audio>` segment is open (the next audio continues it)
     processed_sample: int = 0  # media time up to which audio is in the context
     segment_start_sample: int = 0  # media time of the open segment's first audio
-    segment_index: int = 0  # counts closed segments: interpretation ids
     segment_audio: int = 0  # audio tokens in the open segment
     segment_tokens: int = 0  # all tokens appended since the segment opened
     audio_since_emit: int = 0  # audio tokens since the last caption decode
@@ -122,6 +152,7 @@ class Gemma4Session:
     segment_frames: list[float] = field(default_factory=list)  # media seconds of the open segment's frames
     must_close: bool = False  # the policy closes the segment at this step's emission
     committed_until: float = 0.0  # media seconds of the last committed word's end
+    caption_decodes: int = 0  # caption decodes so far, empty ones included (the benchmark's latency clock)
 
 
 class Gemma4Engine:
@@ -132,7 +163,8 @@ class Gemma4Engine:
         self.config = config
         self.pieces = PieceMaker(model, processor.tokenizer, config.frame_soft_tokens)
         self.tokenizer = processor.tokenizer
-        self._prefixes: dict[str, gs.StreamState] = {}  # prompt -> prefix state (cloned per segment)
+        # prompt -> the prefix's snapshot, sliced to its length; clients choose prompts, so it is bounded.
+        self._prefixes = PrefixCache(config.prefix_cache_entries, int(config.prefix_cache_mib * 2**20))
         self._decode_step = _decode_step(config.compile_decode, model.decoder.embed_tokens.weight.device)
         self.spec = EngineSpec(
             name=f"gemma4 ({model.config.text.num_hidden_layers} layers)",
@@ -149,16 +181,24 @@ class Gemma4Engine:
     def open(self, options: SessionOptions) -> Gemma4Session:
         if options.task != "transcribe":
             raise EngineError(f"the gemma4 engine transcribes; task {options.task!r} is not supported")
+        interpret = self._wants(options.interpretations, True)
         instruction = self._cut(options.instruction or self.config.default_instruction)
-        session = Gemma4Session(prompt=options.prompt, instruction=instruction, stream=None)
-        session.stream = self._prefix_state(session.prompt)
+        session = Gemma4Session(prompt=options.prompt, instruction=instruction, stream=None, interpret=interpret)
+        prefix = self._prefix(session.prompt)
+        session.stream = self._new_stream(prefix.position)
+        gs.load_snapshot(session.stream, prefix)
         return session
 
     def control(self, state: Gemma4Session, control: SessionControl) -> None:
-        if control.instruction is not None:
-            state.instruction = self._cut(control.instruction)  # the suffix: effective at the next decode
+        """A new instruction or kind set is effective at the next decode (it lives in the suffix); a partial already
+        sent under the old one is finalised as it is. A new prompt takes effect with the next segment's prefix."""
+        interpret = self._wants(control.interpretations, state.interpret)  # checked before anything changes
+        instruction = state.instruction if control.instruction is None else self._cut(control.instruction)
+        if interpret != state.interpret or instruction != state.instruction:
+            state.retire = state.open_interpretation is not None
+        state.interpret, state.instruction = interpret, instruction
         if control.prompt is not None:
-            state.prompt = control.prompt  # the prefix: effective from the next segment
+            state.prompt = control.prompt
 
     def feed(self, state: Gemma4Session, media: Media) -> None:
         """Queue media; beyond `max_pending_s` of audio the oldest media go, and the audio after the hole is
@@ -174,48 +214,86 @@ class Gemma4Engine:
                 state.pending[first_audio] = AudioChunk(chunk.samples, chunk.start_sample, discontinuity=True)
 
     def step(self, states: Sequence[Gemma4Session]) -> list[StepResult]:
-        return self._advance(list(states), finishing=False)
+        states = list(states)
+        return self._transaction(states, lambda: self._advance(states, finishing=False))
 
     def finish(self, state: Gemma4Session) -> StepResult:
-        results = []
-        while state.pending:
-            results.append(self._advance([state], finishing=False)[0])
-        results.append(self._advance([state], finishing=True)[0])
-        return _merge(results)
+        def run() -> StepResult:
+            results = []
+            while state.pending:
+                results.append(self._advance([state], finishing=False)[0])
+            results.append(self._advance([state], finishing=True)[0])
+            return _merge(results)
+
+        return self._transaction([state], run)
 
     def close(self, state: Gemma4Session) -> None:
         state.stream = None  # the caches' only reference: freed here
         state.pending.clear()
 
+    # --- failure: a step is a transaction --------------------------------------------------------
+
+    def _transaction(self, states: list[Gemma4Session], work):
+        """Run `work`; if it raises, put every session back exactly as it was (caches, counters, waiting media)."""
+        saved = [_session_copy(s) for s in states]
+        for s in states:
+            gs.begin(s.stream)
+        try:
+            out = work()
+        except BaseException:
+            for s, before in zip(states, saved):
+                gs.undo(s.stream)
+                vars(s).update(vars(before))
+            raise
+        for s in states:
+            gs.end(s.stream)
+        return out
+
     # --- prefix and memory policy ----------------------------------------------------------------
+
+    def _wants(self, kinds: frozenset[str] | None, current: bool) -> bool:
+        """Whether a session with these `interpretations` interprets (None: leave `current` as it is)."""
+        if kinds is None:
+            return current
+        unknown = set(kinds) - self.spec.interpretations
+        if unknown:
+            raise EngineError(f"the gemma4 engine offers no {', '.join(sorted(unknown))} interpretations; "
+                              f"it offers: {', '.join(sorted(self.spec.interpretations))}")
+        return INTERPRETATION_KIND in kinds
 
     def _cut(self, instruction: str) -> str:
         ids = self.tokenizer.encode(instruction)
         return instruction if len(ids) <= self.config.instruction_tokens else self.tokenizer.decode(
             ids[: self.config.instruction_tokens])
 
-    def _prefix_state(self, prompt: str) -> gs.StreamState:
-        """A fresh copy of the cached instruction prefix for `prompt` (computed once per prompt)."""
-        if prompt not in self._prefixes:
+    def _new_stream(self, prefix_tokens: int) -> gs.StreamState:
+        """Caches sized for the prefix, the carry and one segment with its rollback slack (they never grow)."""
+        bound = prefix_tokens + 64 + self.config.segment_tokens + self.config.rollback_slack
+        return gs.new_state(self.model, rollback_slack=self.config.rollback_slack,
+                            full_capacity=1 << (bound - 1).bit_length())
+
+    def _prefix(self, prompt: str) -> gs.StateSnapshot:
+        """The instruction prefix for `prompt`: computed on a miss, then kept as stored entries only."""
+        snap = self._prefixes.get(prompt)
+        if snap is None:
             piece = self.pieces.prefix(self.config.caption_instruction, prompt)
-            bound = piece.embeds.shape[0] + 64 + self.config.segment_tokens + self.config.rollback_slack
-            state = gs.new_state(self.model, rollback_slack=self.config.rollback_slack,
-                                 full_capacity=1 << (bound - 1).bit_length())  # never grows: one segment fits
+            n = piece.embeds.shape[0]
+            state = gs.new_state(self.model, rollback_slack=self.config.rollback_slack, full_capacity=n)
             forward_rows(self.model, [state], [piece.embeds], [None])
-            if len(self._prefixes) >= PREFIX_CACHE_SIZE:
-                self._prefixes.pop(next(iter(self._prefixes)))
-            self._prefixes[prompt] = state
-        return copy.deepcopy(self._prefixes[prompt])
+            snap = gs.snapshot(state)  # the ring keeps at most its capacity of a very long prompt
+            self._prefixes.put(prompt, snap)
+        return snap
 
     def _reset_segment(self, s: Gemma4Session, committed: tuple[Word, ...]) -> None:
-        """Close the segment: back to the prefix, carrying the last committed words (the memory policy)."""
-        words = (s.carry.split() + [w.text for w in committed])[-self.config.carry_words:]
+        """Close the segment: back to the prefix, carrying the last committed words (the memory policy). The
+        session's own caches are reloaded in place: no copy of a whole state, no new allocation."""
+        words = (s.carry.split() + [w.text for w in committed])
+        words = words[max(0, len(words) - self.config.carry_words):] if self.config.carry_words else []
         s.carry, s.carry_pending = " ".join(words), bool(words)
-        s.stream = self._prefix_state(s.prompt)
+        gs.load_snapshot(s.stream, self._prefix(s.prompt))
         s.audio_open, s.heard, s.new_frame, s.must_close = False, False, False, False
         s.segment_frames = []
         s.segment_audio = s.segment_tokens = s.audio_since_emit = s.quiet_run = 0
-        s.segment_index += 1
         s.segment_start_sample = s.processed_sample
 
     # --- appending media -------------------------------------------------------------------------
@@ -284,9 +362,10 @@ class Gemma4Engine:
 
     def _frame_piece(self, s: Gemma4Session, room: int) -> Piece | None:
         frame: VideoFrame = s.pending[0]
-        piece = self.pieces.frame(frame.pixels, frame.start_s, close_audio=s.audio_open)
-        if piece.embeds.shape[0] > room:
+        # Fit first: the patch embedding and vision projection run only for a frame that will be appended.
+        if self.pieces.frame_length(frame.pixels.shape, frame.start_s, close_audio=s.audio_open) > room:
             return None
+        piece = self.pieces.frame(frame.pixels, frame.start_s, close_audio=s.audio_open)
         s.pending.popleft()
         if not s.segment_tokens:
             s.segment_start_sample = max(s.processed_sample, frame.start_sample)
@@ -316,7 +395,7 @@ class Gemma4Engine:
         captions = dict(zip(caption_rows, self._generate([states[i] for i in caption_rows], first,
                                                          [marks[i] for i in caption_rows], self.config.caption_tokens)))
         interp_rows = [i for i, s in enumerate(states)
-                       if s.instruction and s.segment_tokens and (closing[i] or s.new_frame)]
+                       if s.interpret and s.instruction and s.segment_tokens and (closing[i] or s.new_frame)]
         interps = dict(zip(interp_rows, self._interpret([states[i] for i in interp_rows])))
         return [self._result(s, captions.get(i), interps.get(i), closing[i]) for i, s in enumerate(states)]
 
@@ -335,31 +414,58 @@ class Gemma4Engine:
         if not rows:
             return []
         streams = [s.stream for s in rows]
-        tokens = generate_detached(self.model, streams, torch.stack(logits), limit, step=self._decode_step)
+        try:
+            tokens = generate_detached(self.model, streams, torch.stack(logits), limit, step=self._decode_step)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception:  # noqa: BLE001 - a compiler failure must not take the engine down
+            if self._decode_step is detached_decode_step:
+                raise
+            # The detached decode never touches the sessions' caches, so running it again eagerly is safe.
+            log.exception("the compiled decode step failed; decoding eagerly from now on")
+            self._decode_step = detached_decode_step
+            tokens = generate_detached(self.model, streams, torch.stack(logits), limit, step=self._decode_step)
         for stream, mark in zip(streams, marks):
             gs.rollback(stream, mark)
         return [self.tokenizer.decode(t).strip() for t in tokens]
 
     def _result(self, s: Gemma4Session, caption: str | None, interp: str | None, closing: bool) -> StepResult:
         processed = samples_to_seconds(s.processed_sample)
-        interpretations = ()
-        if interp is not None:
-            s.new_frame = False
-            start = samples_to_seconds(s.segment_start_sample)
-            interpretations = (InterpretationUpdate(f"i{s.segment_index}", interp, start, processed, final=closing,
-                                                    kind=INTERPRETATION_KIND, frame_times=tuple(s.segment_frames)),)
+        interpretations = self._interpretations(s, interp, closing, processed)
         words = self._words(s, caption) if caption is not None else ()
         if caption is not None:
             s.audio_since_emit = 0
+            s.caption_decodes += 1
+        pending = bool(s.pending)  # media the step budget left waiting: step again without new media
         if not closing:
-            return StepResult(CaptionUpdate(tentative=words, processed_until=processed), interpretations)
+            return StepResult(CaptionUpdate(tentative=words, processed_until=processed), interpretations,
+                              pending=pending)
         if words:
             s.committed_until = words[-1].end
         if s.segment_tokens:
             self._reset_segment(s, words)
         s.must_close = False
         return StepResult(CaptionUpdate(committed=words, segment_end=bool(words), processed_until=processed),
-                          interpretations)
+                          interpretations, pending=pending)
+
+    def _interpretations(self, s: Gemma4Session, text: str | None, closing: bool,
+                         processed: float) -> tuple[InterpretationUpdate, ...]:
+        """This step's interpretation updates: a partial retired by a control first (final, as it was sent), then
+        the new decode (partial, or final at the segment's close). A partial is always followed by its final."""
+        updates = []
+        if s.retire or (closing and text is None and s.open_interpretation is not None):
+            updates.append(replace(s.open_interpretation, final=True))
+            s.open_interpretation, s.interpretation_index = None, s.interpretation_index + 1
+        s.retire = False
+        if text is not None:
+            s.new_frame = False
+            update = InterpretationUpdate(
+                f"i{s.interpretation_index}", text, samples_to_seconds(s.segment_start_sample), processed,
+                final=closing, kind=INTERPRETATION_KIND, frame_times=tuple(s.segment_frames))
+            updates.append(update)
+            s.open_interpretation = None if closing else update
+            s.interpretation_index += int(closing)
+        return tuple(updates)
 
     def _words(self, s: Gemma4Session, text: str) -> tuple[Word, ...]:
         """Decoded words spread evenly over the segment's audio (the model gives no word times)."""
@@ -377,6 +483,14 @@ def _decode_step(setting: str, device: torch.device):
     if setting == "on" or (setting == "auto" and device.type == "cuda"):
         return torch.compile(detached_decode_step, mode="reduce-overhead" if device.type == "cuda" else "default")
     return detached_decode_step
+
+
+def _session_copy(s: Gemma4Session) -> Gemma4Session:
+    """A copy to restore `s` from: its own containers copied (media items are immutable), the caches shared (their
+    undo logs restore them)."""
+    saved = copy.copy(s)
+    saved.pending, saved.segment_frames = deque(s.pending), list(s.segment_frames)
+    return saved
 
 
 def _pending_samples(pending: deque) -> int:
@@ -415,13 +529,23 @@ def build(choice: EngineChoice) -> Gemma4Engine:
     unknown = set(choice.options) - {f.name for f in fields(Gemma4EngineConfig)}
     if unknown:
         raise EngineError(f"unknown gemma4 engine options: {sorted(unknown)}")
-    return build_from_directory(choice.model_path, Gemma4EngineConfig(**choice.options))
+    try:
+        config = Gemma4EngineConfig(**choice.options)
+    except (TypeError, ValueError) as error:
+        raise EngineError(f"bad gemma4 engine options: {error}") from error
+    if config.device != "auto":
+        try:
+            device = torch.device(config.device)
+        except RuntimeError as error:
+            raise EngineError(f"bad gemma4 engine device {config.device!r}: {error}") from error
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise EngineError(f"device {config.device!r}: this torch sees no cuda device")
+    return build_from_directory(choice.model_path, config)
 
 
 def build_from_directory(path: str | Path, config: Gemma4EngineConfig) -> Gemma4Engine:
     """Load the weights (bf16 on cuda, fp32 on cpu unless `config` says otherwise) and the tokenizer."""
     device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
-    dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32,
-             "bfloat16": torch.bfloat16, "float32": torch.float32}[config.dtype]
+    dtype = DTYPES[config.dtype] or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     model = Gemma4Unified.from_pretrained(path, dtype=dtype, device=device)
     return Gemma4Engine(model, Gemma4Processor.from_pretrained(path), config)

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from patchstream.model.api import SAMPLES_PER_AUDIO_TOKEN
+from patchstream.model.api import PATCH_PX, SAMPLES_PER_AUDIO_TOKEN
 from patchstream.model.gemma4 import MM_AUDIO, MM_VIDEO, Gemma4Unified
 from patchstream.model.gemma4_processing import Gemma4Tokenizer, format_timestamp, video_frames
+from patchstream.model.patch_grid import fit_to_budget
 
 
 @dataclass(frozen=True)
@@ -82,11 +83,19 @@ class PieceMaker:
         types = torch.tensor([MM_AUDIO if i == self.model.config.audio_token_id else 0 for i in ids])
         return Piece(embeds, types, n)
 
+    def _frame_lead(self, time_s: float, close_audio: bool) -> list[int]:
+        return ([self.model.config.eoa_token_index] if close_audio else []) + self.ids(f" {format_timestamp(time_s)} ")
+
+    def frame_length(self, shape: tuple[int, ...], time_s: float, close_audio: bool) -> int:
+        """Tokens `frame` makes of a frame of this (H, W, 3) shape, without touching its pixels."""
+        height, width = fit_to_budget(shape[0], shape[1], self.frame_soft_tokens)
+        return len(self._frame_lead(time_s, close_audio)) + 2 + (height // PATCH_PX) * (width // PATCH_PX)
+
     def frame(self, pixels: np.ndarray, time_s: float, close_audio: bool) -> Piece:
         """One video frame, whole: `<audio|>`? ` mm:ss <|image>` + its patches + `<image|>`."""
         patches = video_frames(pixels[None], timestamps_s=[time_s], max_soft_tokens=self.frame_soft_tokens)
         cfg = self.model.config
-        lead = ([cfg.eoa_token_index] if close_audio else []) + self.ids(f" {format_timestamp(time_s)} ")
+        lead = self._frame_lead(time_s, close_audio)
         ids = lead + [cfg.boi_token_id] + [cfg.video_token_id] * patches.num_soft_tokens + [cfg.eoi_token_id]
         ids_t = torch.tensor([ids], device=self.device)
         embeds = self.model.embed_inputs(

@@ -5,6 +5,8 @@ together). `prefill` appends any number of new tokens -- text, audio frames one 
 image or video-frame block -- and returns the last token's logits; `decode_step` is the separate hot step (the
 only thing worth compiling; `decode_one_token` wraps its bookkeeping); `rollback` returns the session to an earlier position, e.g. to drop a prompt
 suffix and generated text and go on appending audio. Logits equal one full forward over the same tokens.
+`snapshot` / `load_snapshot` keep a context (an instruction prefix) and put a state back to it in place;
+`begin` / `undo` / `end` make any sequence of calls on a state transactional (`model/kv_cache.py`'s undo log).
 
 What this is not: no scheduling or eviction policy (`model/gemma4_engine.py`), no batching of sessions at
 different positions (`model/gemma4_batch.py`), and no pre-processing (`model/gemma4_processing.py`).
@@ -18,7 +20,7 @@ from typing import Callable
 import torch
 
 from patchstream.model.gemma4 import FULL, MM_IMAGE, MM_VIDEO, AttentionContext, Gemma4Unified
-from patchstream.model.kv_cache import FullKVCache, RingKVCache
+from patchstream.model.kv_cache import CacheSnapshot, FullKVCache, RingKVCache
 
 DEFAULT_ROLLBACK_SLACK = 256  # tokens a session can roll back on sliding layers (a caption suffix + its decode)
 DEFAULT_FULL_CAPACITY = 4096  # initial full-layer slots per session; doubles when filled
@@ -31,6 +33,7 @@ class StreamState:
     caches: list[RingKVCache | FullKVCache]  # one per layer: a ring on sliding layers, a growing buffer on full
     position: int = 0  # absolute position of the next token (the same for every row)
     last_types: torch.Tensor | None = None  # (B,) mm type of each row's last token, to refuse split vision blocks
+    saved: tuple | None = None  # (position, last_types) at `begin`, while an undo log is open
 
 
 def new_state(model: Gemma4Unified, batch: int = 1, rollback_slack: int = DEFAULT_ROLLBACK_SLACK,
@@ -114,6 +117,53 @@ def decode_one_token(model: Gemma4Unified, state: StreamState, token: torch.Tens
     state.position += 1
     state.last_types = None
     return logits
+
+
+@dataclass(frozen=True)
+class StateSnapshot:
+    """A session's context as stored entries only (sliced to its length): what `load_snapshot` restores."""
+
+    caches: tuple[CacheSnapshot, ...]  # one per layer
+    position: int  # the next position
+
+    def nbytes(self) -> int:
+        return sum(c.nbytes() for c in self.caches)
+
+
+def snapshot(state: StreamState) -> StateSnapshot:
+    """A copy of what `state` holds now (never its empty slots)."""
+    return StateSnapshot(tuple(c.snapshot() for c in state.caches), state.position)
+
+
+def load_snapshot(state: StreamState, snap: StateSnapshot) -> None:
+    """Put `state` back to exactly `snap`'s context, in place (its buffers are reused, nothing is copied whole).
+    The snapshot must come from a state of the same model and ring slack."""
+    for cache, saved in zip(state.caches, snap.caches, strict=True):
+        cache.load(saved)
+    state.position = snap.position
+    state.last_types = None
+
+
+def begin(state: StreamState) -> None:
+    """Open an undo log on every layer: until `end`, `undo` returns the state exactly to now."""
+    for c in state.caches:
+        c.begin()
+    state.saved = (state.position, state.last_types)
+
+
+def undo(state: StreamState) -> None:
+    """Undo every change since `begin` (cache contents, counters, position) and close the log."""
+    for c in state.caches:
+        c.undo()
+    state.position, state.last_types = state.saved
+    state.saved = None
+
+
+def end(state: StreamState) -> None:
+    """Keep every change since `begin` and close the log."""
+    for c in state.caches:
+        c.end()
+    state.saved = None
 
 
 def rollback(state: StreamState, position: int) -> None:

@@ -4,7 +4,8 @@ It is the server's public face for launchers, and the only server module `client
 import: `run` is what `patchstream serve` calls; `serve_in_process` is what the CLI client and
 the benchmarks use to get a private server inside their own event loop; `run_until_complete` is
 the one uvloop runner of the project; and it names what a launcher configures (`ServerConfig`,
-`LimitsConfig`, `EngineChoice`, `ENGINE_NAMES`, `BUNDLED_MODELS`, `VISION_PARTS`, `EngineError`).
+`LimitsConfig`, `EngineChoice`, `ENGINE_NAMES`, `ENGINE_OPTIONS` (engine knobs a launcher may set),
+`BUNDLED_MODELS`, `VISION_PARTS`, `EngineError`).
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ import signal
 from typing import AsyncIterator, Coroutine, TypeVar
 
 from patchstream.model.api import EngineChoice, EngineError
-from patchstream.model.engines import BUNDLED_MODELS, ENGINES, VISION_PARTS, build_engine
+from patchstream.model.engines import BUNDLED_MODELS, ENGINE_OPTIONS, ENGINES, VISION_PARTS, build_engine
 from patchstream.streaming.admission import AdmissionConfig
 from patchstream.streaming.auth import ApiKey, AuthConfig, load_keys_file, mint_token, parse_key
-from patchstream.streaming.config import JournalConfig, LimitsConfig, ServerConfig, TlsConfig
+from patchstream.streaming.config import JournalConfig, LimitsConfig, ServerConfig
 from patchstream.streaming.logging_context import configure_logging
 from patchstream.streaming.server import Server
 
-__all__ = ["BUNDLED_MODELS", "ENGINE_NAMES", "VISION_PARTS", "EngineChoice", "EngineError", "LimitsConfig", "ServerConfig", "run", "run_until_complete", "serve_in_process",
-           # issue 13: what `serve` configures for auth, TLS, capacity, the journal and logs
-           "AdmissionConfig", "ApiKey", "AuthConfig", "JournalConfig", "TlsConfig", "configure_logging", "load_keys_file", "mint_token", "parse_key"]
+__all__ = ["BUNDLED_MODELS", "ENGINE_NAMES", "ENGINE_OPTIONS", "VISION_PARTS", "EngineChoice", "EngineError", "LimitsConfig", "ServerConfig", "run", "run_until_complete", "serve_in_process",
+           # issue 13: what `serve` configures for auth, capacity, the journal and logs
+           "AdmissionConfig", "ApiKey", "AuthConfig", "JournalConfig", "configure_logging", "load_keys_file", "mint_token", "parse_key"]
 
 ENGINE_NAMES = tuple(sorted(ENGINES))  # what `--engine` accepts
 T = TypeVar("T")
@@ -58,6 +59,8 @@ async def _serve(config: ServerConfig, engine_choice: EngineChoice) -> None:
             loop.add_signal_handler(signum, stop.set)
     async with serve_in_process(config, engine_choice) as server:
         print(f"patchstream: serving {server.engine.spec.name} on {server.url}", flush=True)
+        if config.web_dir:
+            print(f"patchstream: the browser page is at {server.page_url}", flush=True)
         await stop.wait()
         log.info("shutting down: %d live sessions get %.0f s to flush", server.active_sessions, config.shutdown_grace_s)
 

@@ -29,6 +29,7 @@ class LimitsConfig:
     idle_timeout_s: float = 60.0  # no audio and no control message for this long ends the session
     send_timeout_s: float = 20.0  # one send blocked this long means the client stopped reading
     max_session_s: float = 4 * 3600.0  # media seconds one session may stream
+    peer_media_timeout_s: float = 10.0  # WebRTC: no media this long after the answer ends the session (`peer_lost`)
 
 
 @dataclass(frozen=True)
@@ -48,20 +49,14 @@ class ServerConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     shutdown_grace_s: float = 5.0  # on shutdown, time sessions get to flush their finals
     decode_threads: int = 2  # worker threads for PyAV decoding (kept off the event loop)
+    web_dir: str | None = None  # the browser page's directory, served at GET /; None: no page
+    certfile: str | None = None  # TLS certificate chain (PEM): serve https:// and wss://; None: plain
+    keyfile: str | None = None  # its private key (PEM); None: inside `certfile`
     # --- issue 13: auth, TLS, capacity, resume, journal (docs/operations.md) ---
     auth: AuthConfig = field(default_factory=AuthConfig)  # keys, tokens, origins; no keys = open on loopback
-    tls: TlsConfig | None = None  # a certificate: serve wss:// and https://
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)  # capacity from measured headroom
     resume_grace_s: float = 30.0  # a dropped session waits this long for its client to resume; 0 = no resume
     journal: JournalConfig = field(default_factory=lambda: JournalConfig())  # finals on disk
-
-
-@dataclass(frozen=True)
-class TlsConfig:
-    """The server's certificate (`--certfile`, `--keyfile`): with it the server speaks TLS only."""
-
-    certfile: Path  # PEM certificate chain
-    keyfile: Path | None = None  # PEM private key; None = inside certfile
 
 
 @dataclass(frozen=True)

@@ -653,3 +653,28 @@ class AudioDecoder:
                 DECODE_FAILED, f"{self.format.encoding} audio could not be decoded: {error}"
             )
             raise self._error from error
+
+
+# --- decoded frames (WebRTC tracks) -------------------------------------------------------------
+
+
+class FrameResampler:
+    """Audio a transport already decoded (a WebRTC track's `av.AudioFrame`s: Opus at 48 kHz) →
+    `DecodedAudio` at 16 kHz, on the media time the caller gives each frame.
+
+    The same clocked resampler as the byte decoders, so a WebRTC session's audio meets the chunker
+    exactly as a websocket session's does: gaps (lost packets) and steps back restart the clock at
+    the frame's own time, and the chunker fills or trims. Mono out: a browser's microphone track is
+    one voice (Opus carries it as identical stereo channels). Not thread-safe; one call at a time.
+    """
+
+    def __init__(self, config: DecoderConfig = DecoderConfig()) -> None:
+        self._clock = _ClockedResampler(1, _tolerance_samples(config))
+
+    def push(self, frame: av.AudioFrame, start_sample: int) -> list[DecodedAudio]:
+        """One decoded frame whose first sample lies at `start_sample` (16 kHz media time)."""
+        return _coalesce(self._clock.push(frame, start_sample))
+
+    def flush(self) -> list[DecodedAudio]:
+        """End of stream: the resampler's tail."""
+        return _coalesce(self._clock.flush())

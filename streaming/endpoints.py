@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from patchstream.streaming.server import Server
 
 OPEN_PATHS = frozenset({HEALTH_PATH, READY_PATH})  # answered without a credential
+AUTHORIZED_PATHS = frozenset({METRICS_PATH})  # answered here after the credential check (and TRANSCRIPT_PATH + id)
 
 
 def probe(server: Server, connection: ServerConnection, path: str) -> Response:

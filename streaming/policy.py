@@ -22,6 +22,7 @@ class CaptionPolicyConfig:
     max_chars: int = 84  # two lines of 42 characters, the usual broadcast caption block
     pause_s: float = 1.0  # a silence this long between committed words starts a new caption
     interim_results: bool = True  # emit partials; finals are always emitted
+    channel: str | None = None  # the channel this policy captions (multichannel): in every event and id
 
 
 def _join(words: list[Word]) -> str:
@@ -73,8 +74,21 @@ class CaptionPolicy:
         too_long = len(_join(self._committed)) + 1 + len(word.text) > self.config.max_chars
         return self._close() if paused or too_long else []
 
+    @property
+    def open_start(self) -> float | None:
+        """Media time of the first word of the open caption (committed or tentative); None when none is open."""
+        words = self._committed or self._tentative
+        return words[0].start if words else None
+
+    @property
+    def tentative_start(self) -> float | None:
+        """Media time of the first tentative word; None when every word heard is committed."""
+        return self._tentative[0].start if self._tentative else None
+
     def _caption_id(self) -> str:
-        return f"c{self._next_id}"
+        # Ids stay unique across the channels of one session: the outbox coalesces partials by id.
+        prefix = f"{self.config.channel}-" if self.config.channel is not None else ""
+        return f"{prefix}c{self._next_id}"
 
     def _close(self) -> list[CaptionFinal]:
         if not self._committed:
@@ -86,6 +100,7 @@ class CaptionPolicy:
             start=words[0].start,
             end=words[-1].end,
             words=tuple(_timings(words, stable=True)),
+            channel=self.config.channel,
         )
         self._next_id += 1
         self._committed = []
@@ -108,11 +123,14 @@ class CaptionPolicy:
             start=words[0].start,
             end=words[-1].end,
             words=tuple(_timings(self._committed, True) + _timings(self._tentative, False)),
+            channel=self.config.channel,
         )
 
 
-def interpretation_event(update: InterpretationUpdate) -> InterpretationPartial | InterpretationFinal:
-    """The wire event of one interpretation update."""
+def interpretation_event(
+    update: InterpretationUpdate, channel: str | None = None
+) -> InterpretationPartial | InterpretationFinal:
+    """The wire event of one interpretation update (from the engine session of `channel`)."""
     event = InterpretationFinal if update.final else InterpretationPartial
     return event(
         interpretation_id=update.interpretation_id,
@@ -121,4 +139,5 @@ def interpretation_event(update: InterpretationUpdate) -> InterpretationPartial 
         start=update.start,
         end=update.end,
         frame_times=update.frame_times,
+        channel=channel,
     )

@@ -33,6 +33,7 @@ RESUME_QUERY = ("resume", "resume_token", "finals_received")  # query of a webso
 MAX_CONTROL_BYTES = 64 * 1024  # a control message larger than this is not a control message
 MAX_PROMPT_CHARS = 2_000  # bias text; longer prompts only slow decoding down
 MAX_INSTRUCTION_CHARS = 2_000  # interpretation instruction; same bound as a prompt
+MAX_CHANNEL_LABEL_CHARS = 32  # a channel label ("agent", "customer") travels in every caption event
 
 
 class ErrorCode(enum.StrEnum):
@@ -68,12 +69,17 @@ class ErrorCode(enum.StrEnum):
     FORBIDDEN_ORIGIN = "forbidden_origin"
     QUOTA_EXCEEDED = "quota_exceeded"
     RESUME_FAILED = "resume_failed"
+    BAD_OFFER = "bad_offer"
+    UNSUPPORTED_CODEC = "unsupported_codec"
+    PEER_LOST = "peer_lost"
 
 
 # A `start` that cannot be served ends the session; other bad control messages are only rejected.
 FATAL_START_ERRORS = frozenset(
     {ErrorCode.BAD_START, ErrorCode.UNSUPPORTED_ENCODING, ErrorCode.BAD_FORMAT, ErrorCode.UNSUPPORTED_TASK}
 )
+# An offer the server cannot answer ends a WebRTC session: without the peer connection no media flows.
+FATAL_SIGNAL_ERRORS = frozenset({ErrorCode.BAD_OFFER, ErrorCode.UNSUPPORTED_CODEC})
 
 
 class EndedReason(enum.StrEnum):
@@ -114,8 +120,11 @@ class ProtocolError(CodedError):
 # --- the audio a `start` declares ----------------------------------------------------------------
 
 CONTAINER_ENCODING = "container"  # anything PyAV demuxes; format from the hint or from probing
+# The media arrives as tracks of the session's WebRTC peer connection (negotiated with
+# `webrtc.offer` / `webrtc.answer` on this websocket), not as binary messages.
+WEBRTC_ENCODING = "webrtc"
 RAW_ENCODINGS = ("pcm_s16le", "pcm_f32le", "mulaw", "alaw")  # interleaved samples at a declared rate
-ENCODINGS = (*RAW_ENCODINGS, CONTAINER_ENCODING)
+ENCODINGS = (*RAW_ENCODINGS, CONTAINER_ENCODING, WEBRTC_ENCODING)
 MIN_CHANNELS, MAX_CHANNELS = 1, 8
 MIN_SAMPLE_RATE_HZ = 4_000  # below narrow-band telephony nothing speech-like survives
 MAX_SAMPLE_RATE_HZ = 384_000  # the highest rate common audio interfaces produce
@@ -131,7 +140,8 @@ ALLOWED_DEMUXERS = (
 # --- the video a `start` may declare ---------------------------------------------------------------
 
 IMAGE_ENCODINGS = ("jpeg", "png")  # one still image per binary message, after a `frame` message
-VIDEO_ENCODINGS = (*IMAGE_ENCODINGS, CONTAINER_ENCODING)  # container: video interleaved with the audio
+# container: video interleaved with the audio; webrtc: the peer connection's video track
+VIDEO_ENCODINGS = (*IMAGE_ENCODINGS, CONTAINER_ENCODING, WEBRTC_ENCODING)
 MAX_VIDEO_FPS = 60.0  # the fastest a client may declare; engines sample far fewer
 MIN_VIDEO_FPS = 0.01  # the slowest: one frame per 100 s (a slower rate means no video)
 MAX_MEDIA_TIME_S = 864_000.0  # ten days: a larger media time is a client bug, not a stream
@@ -169,6 +179,11 @@ class AudioFormat:
             )
             _require(self.container is None, ErrorCode.BAD_FORMAT, f"{self.encoding} is raw audio; container must be empty")
         _require(
+            not (self.is_webrtc and self.container is not None),
+            ErrorCode.BAD_FORMAT,
+            "webrtc audio is negotiated with `webrtc.offer`; container must be empty",
+        )
+        _require(
             self.sample_rate is None
             or (_is_int(self.sample_rate) and MIN_SAMPLE_RATE_HZ <= self.sample_rate <= MAX_SAMPLE_RATE_HZ),
             ErrorCode.BAD_FORMAT,
@@ -188,6 +203,11 @@ class AudioFormat:
     @property
     def is_raw(self) -> bool:
         return self.encoding in RAW_ENCODINGS
+
+    @property
+    def is_webrtc(self) -> bool:
+        """The audio arrives on a WebRTC track, never as binary messages."""
+        return self.encoding == WEBRTC_ENCODING
 
 
 @dataclass(frozen=True)
@@ -232,6 +252,13 @@ class StartMessage:
     video: VideoFormat | None = None  # the video the client will send; None = audio only
     interpretations: tuple[str, ...] | None = None  # interpretation kinds wanted; None = all the engine offers
     instruction: str = ""  # what to interpret beside captions, for engines that take instructions
+    channels: tuple[str, ...] | None = None  # one label per audio channel: caption each apart; None = caption the mix
+    assist: dict | None = None  # options for the server's caption post-processor (agent assist), passed on unread
+
+    @property
+    def multichannel(self) -> bool:
+        """Each channel is captioned as its own stream (labels given)."""
+        return self.channels is not None
 
 
 @dataclass(frozen=True)
@@ -255,7 +282,23 @@ class ControlUpdate:
     interpretations: tuple[str, ...] | None = None  # new set of interpretation kinds wanted
 
 
-ControlMessage = StartMessage | StopMessage | FrameMessage | ControlUpdate
+@dataclass(frozen=True)
+class WebRTCOffer:
+    """`webrtc.offer`: the client's SDP offer for the session's peer connection (WebRTC sessions)."""
+
+    sdp: str  # the offer's session description; candidates inside it or trickled after
+
+
+@dataclass(frozen=True)
+class WebRTCCandidate:
+    """`webrtc.candidate`: one trickled ICE candidate of the client ("" ends the candidates)."""
+
+    candidate: str  # the `candidate:` attribute line, as a browser's RTCIceCandidate.candidate gives it
+    sdp_mid: str | None = None  # the media section it belongs to (by mid) ...
+    sdp_mline_index: int | None = None  # ... or by index; one of the two is needed
+
+
+ControlMessage = StartMessage | StopMessage | FrameMessage | ControlUpdate | WebRTCOffer | WebRTCCandidate
 
 
 def _parse_audio_format(audio: object) -> AudioFormat:
@@ -306,6 +349,26 @@ def _flag(message: dict, key: str, default: bool) -> bool:
     return value
 
 
+def _channel_labels(message: dict, audio: AudioFormat) -> tuple[str, ...] | None:
+    labels = message.get("channels")
+    if labels is None:
+        return None
+    _require(
+        isinstance(labels, list) and labels and all(
+            isinstance(label, str) and 0 < len(label) <= MAX_CHANNEL_LABEL_CHARS for label in labels
+        ),
+        ErrorCode.BAD_START,
+        f"`channels` must be a list of labels (strings of 1..{MAX_CHANNEL_LABEL_CHARS} characters), one per audio channel",
+    )
+    _require(len(set(labels)) == len(labels), ErrorCode.BAD_START, "`channels` labels must differ from each other")
+    _require(
+        audio.channels is None or audio.channels == len(labels),
+        ErrorCode.BAD_FORMAT,
+        f"`channels` names {len(labels)} channels but `audio.channels` is {audio.channels}",
+    )
+    return tuple(labels)
+
+
 def _parse_start(message: dict) -> StartMessage:
     audio = _parse_audio_format(message.get("audio"))
     language = message.get("language", "en")
@@ -319,9 +382,15 @@ def _parse_start(message: dict) -> StartMessage:
     prompt = _text(message, "prompt", ErrorCode.BAD_START, MAX_PROMPT_CHARS) or ""
     video = _parse_video_format(message.get("video"))
     _require(
-        video is None or video.is_image or audio.encoding == CONTAINER_ENCODING,
+        video is None or video.encoding != CONTAINER_ENCODING or audio.encoding == CONTAINER_ENCODING,
         ErrorCode.BAD_FORMAT,
         "container video travels inside the audio's container: declare `audio.encoding` \"container\" too",
+    )
+    _require(
+        video is None or (video.encoding == WEBRTC_ENCODING) == (audio.encoding == WEBRTC_ENCODING),
+        ErrorCode.BAD_FORMAT,
+        "a WebRTC session sends its video as a track of the same peer connection: declare both"
+        " `audio.encoding` and `video.encoding` \"webrtc\", or neither",
     )
     return StartMessage(
         audio=audio,
@@ -333,7 +402,15 @@ def _parse_start(message: dict) -> StartMessage:
         video=video,
         interpretations=_kinds(message, ErrorCode.BAD_START),
         instruction=_text(message, "instruction", ErrorCode.BAD_START, MAX_INSTRUCTION_CHARS) or "",
+        channels=_channel_labels(message, audio),
+        assist=_assist_options(message),
     )
+
+
+def _assist_options(message: dict) -> dict | None:
+    assist = message.get("assist")
+    _require(assist is None or isinstance(assist, dict), ErrorCode.BAD_START, "`assist` must be an object")
+    return assist
 
 
 def _parse_frame(message: dict) -> FrameMessage:
@@ -354,6 +431,36 @@ def _parse_control_update(message: dict) -> ControlUpdate:
     )
 
 
+MAX_SDP_CHARS = 32_000  # an offer with audio, video and a few dozen candidates is ~6 000
+
+
+def _parse_offer(message: dict) -> WebRTCOffer:
+    sdp = message.get("sdp")
+    _require(
+        isinstance(sdp, str) and 0 < len(sdp) <= MAX_SDP_CHARS,
+        ErrorCode.BAD_OFFER,
+        f"`webrtc.offer` needs `sdp`: the offer's session description (a string of at most {MAX_SDP_CHARS} characters)",
+    )
+    return WebRTCOffer(sdp)
+
+
+def _parse_candidate(message: dict) -> WebRTCCandidate:
+    candidate, mid, index = message.get("candidate"), message.get("sdp_mid"), message.get("sdp_mline_index")
+    _require(
+        isinstance(candidate, str) and len(candidate) <= 1_000,
+        ErrorCode.BAD_MESSAGE,
+        "`webrtc.candidate` needs `candidate`: the candidate line (\"\" for end of candidates)",
+    )
+    _require(mid is None or isinstance(mid, str), ErrorCode.BAD_MESSAGE, "`sdp_mid` must be a string")
+    _require(index is None or _is_int(index), ErrorCode.BAD_MESSAGE, "`sdp_mline_index` must be an integer")
+    _require(
+        not candidate or mid is not None or index is not None,
+        ErrorCode.BAD_MESSAGE,
+        "`webrtc.candidate` needs `sdp_mid` or `sdp_mline_index`",
+    )
+    return WebRTCCandidate(candidate, mid, index)
+
+
 def parse_control(text: str) -> ControlMessage:
     """Parse one text frame into a control message, or raise ProtocolError."""
     _require(len(text) <= MAX_CONTROL_BYTES, ErrorCode.BAD_MESSAGE, "control message too large")
@@ -371,6 +478,10 @@ def parse_control(text: str) -> ControlMessage:
         return _parse_frame(message)
     if kind == "control":
         return _parse_control_update(message)
+    if kind == "webrtc.offer":
+        return _parse_offer(message)
+    if kind == "webrtc.candidate":
+        return _parse_candidate(message)
     raise ProtocolError(
         ErrorCode.UNKNOWN_MESSAGE, f"unknown message type {kind!r}; expected one of {', '.join(CONTROL_TYPES)}"
     )
@@ -382,6 +493,11 @@ def control_to_json(message: ControlMessage) -> str:
         return json.dumps({"type": "stop"})
     if isinstance(message, FrameMessage):
         return json.dumps({"type": "frame", "time": round(message.time, 6)})
+    if isinstance(message, WebRTCOffer):
+        return json.dumps({"type": "webrtc.offer", "sdp": message.sdp})
+    if isinstance(message, WebRTCCandidate):
+        fields = {"candidate": message.candidate, "sdp_mid": message.sdp_mid, "sdp_mline_index": message.sdp_mline_index}
+        return json.dumps({"type": "webrtc.candidate", **{key: value for key, value in fields.items() if value is not None}})
     if isinstance(message, ControlUpdate):
         fields = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(message).items()}
         return json.dumps({"type": "control", **{key: value for key, value in fields.items() if value is not None}})
@@ -395,6 +511,10 @@ def control_to_json(message: ControlMessage) -> str:
         payload["interpretations"] = list(message.interpretations)
     if message.instruction:
         payload["instruction"] = message.instruction
+    if message.channels is not None:
+        payload["channels"] = list(message.channels)
+    if message.assist is not None:
+        payload["assist"] = message.assist
     payload.update(interim_results=message.interim_results, stats=message.stats)
     return json.dumps(payload)
 
@@ -435,6 +555,7 @@ class CaptionPartial:
     start: float  # media seconds of the first word
     end: float  # media seconds of the last word
     words: tuple[WordTiming, ...]  # every word of `text`, stable ones first
+    channel: str | None = None  # the audio channel's label in a multichannel session; None = the mix
     type: str = "caption.partial"
 
 
@@ -447,6 +568,7 @@ class CaptionFinal:
     start: float  # media seconds of the first word
     end: float  # media seconds of the last word
     words: tuple[WordTiming, ...]  # all stable
+    channel: str | None = None  # the audio channel's label in a multichannel session; None = the mix
     type: str = "caption.final"
 
 
@@ -460,6 +582,7 @@ class InterpretationPartial:
     start: float  # media seconds of the first media it covers
     end: float  # media seconds of the last media it covers
     frame_times: tuple[float, ...] = ()  # media seconds of the video frames it was made from
+    channel: str | None = None  # the audio channel's label in a multichannel session; None = the mix
     type: str = "interpretation.partial"
 
 
@@ -473,6 +596,7 @@ class InterpretationFinal:
     start: float  # media seconds of the first media it covers
     end: float  # media seconds of the last media it covers
     frame_times: tuple[float, ...] = ()  # media seconds of the video frames it was made from
+    channel: str | None = None  # the audio channel's label in a multichannel session; None = the mix
     type: str = "interpretation.final"
 
 
@@ -525,12 +649,25 @@ class Resumed:
     type: str = "resumed"
 
 
-Event = Resumed | Ready | CaptionPartial | CaptionFinal | InterpretationPartial | InterpretationFinal | Stats | Error | Ended
+@dataclass(frozen=True)
+class WebRTCAnswer:
+    """The server's SDP answer to `webrtc.offer`; its ICE candidates are inside (no trickling)."""
+
+    sdp: str  # the answer's session description
+    type: str = "webrtc.answer"
+
+
+Event = (
+    Resumed | Ready | CaptionPartial | CaptionFinal | InterpretationPartial | InterpretationFinal | Stats | Error | Ended | WebRTCAnswer
+)
 EVENT_TYPES = tuple(
     cls.type
-    for cls in (Ready, CaptionPartial, CaptionFinal, InterpretationPartial, InterpretationFinal, Stats, Error, Ended, Resumed)
+    for cls in (
+        Ready, CaptionPartial, CaptionFinal, InterpretationPartial, InterpretationFinal, Stats, Error, Ended, WebRTCAnswer,
+        Resumed,
+    )
 )
-CONTROL_TYPES = ("start", "stop", "frame", "control")
+CONTROL_TYPES = ("start", "stop", "frame", "control", "webrtc.offer", "webrtc.candidate")
 
 
 def _rounded(value):
@@ -544,11 +681,22 @@ def _rounded(value):
     return value
 
 
+# Fields left out of an event's JSON while they are None (they exist only in some sessions).
+_OPTIONAL_FIELDS = ("channel", "resume_token", "retry_after_s")  # + issue 13: resume, retry hint
+
+
+def event_fields(event: Event) -> dict:
+    """An event as the JSON object it is sent as (times rounded, absent optional fields left out)."""
+    fields = _rounded(asdict(event))
+    for key in _OPTIONAL_FIELDS:
+        if fields.get(key, "") is None:
+            del fields[key]
+    return fields
+
+
 def to_json(event: Event) -> str:
-    """The wire form of an event: one JSON object with a `type` field. A field that is None is
-    left out: optional fields (`resume_token`, `retry_after_s`) are absent when they do not apply."""
-    fields = {key: value for key, value in asdict(event).items() if value is not None}
-    return json.dumps(_rounded(fields), separators=(",", ":"), ensure_ascii=False)
+    """The wire form of an event: one JSON object with a `type` field."""
+    return json.dumps(event_fields(event), separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Every engine call (open, feed, control, step, finish, close) runs on one dedicated model thread,
 never on the event loop, so engines need no locks. The scheduling loop (a coroutine) picks the
 sessions whose new media is worth a step (at least `spec.min_step_samples` of audio, or a video
-frame) — the one served least recently first — batches up to `engine.spec.max_batch` of them
+frame), or whose last `StepResult` said `pending` (the engine has work left without new media) —
+the one served least recently first — batches up to `engine.spec.max_batch` of them
 into one `step`, and hands each session its `StepResult`. It feeds an engine only the media kinds
 its `spec.media` declares.
 
@@ -71,6 +72,7 @@ class SessionSlot:
     video: deque[VideoFrame] = field(default_factory=deque)  # frames waiting for the model (≤ MAX_WAITING_FRAMES, latest win)
     frames_dropped: int = 0  # waiting frames replaced by a newer one before the model took them
     last_step: int = -1  # index of the scheduler step that last advanced this session
+    pending: bool = False  # the engine's last result asked for another step without new media
     finishing: bool = False  # no step after finish was requested
     failed: bool = False  # the engine failed on it: no more steps
 
@@ -229,7 +231,7 @@ class Scheduler:
         ready = [
             slot
             for slot in self._slots.values()
-            if slot.ready and (slot.backlog_samples >= max(spec.min_step_samples, 1) or slot.video)
+            if slot.ready and (slot.backlog_samples >= max(spec.min_step_samples, 1) or slot.video or slot.pending)
         ]
         # Fairness: the session served least recently goes first. ("Most behind first" would let
         # a client sending faster than real time win every batch and starve live sessions.)
@@ -292,6 +294,7 @@ class Scheduler:
             observe(elapsed[0], audio_s)
         for (slot, _), result in zip(work, results):
             slot.last_step = self.steps_run
+            slot.pending = isinstance(result, StepResult) and result.pending
             if slot.slot_id in self._slots:
                 self._deliver(slot, result)
 

@@ -15,7 +15,6 @@ import asyncio
 import dataclasses
 import functools
 import hmac
-import http
 import logging
 import secrets
 import ssl
@@ -31,12 +30,14 @@ from patchstream.model.api import Engine
 from patchstream.streaming import endpoints, logging_context
 from patchstream.streaming.admission import CapacityModel, KeyUsage
 from patchstream.streaming.auth import AuthError, AuthRequest, Authenticator, Principal, check_bind
+from patchstream.streaming.adapters.routes import RouteError, adapter_for
 from patchstream.streaming.config import ServerConfig
 from patchstream.streaming.journal import Journal
 from patchstream.streaming.metrics import ServerMetrics
+from patchstream.streaming.postprocess import PostProcessorFactory
 from patchstream.streaming.protocol import (
-    HEALTH_PATH,
     NATIVE_STREAM_PATH,
+    TRANSCRIPT_PATH,
     CodedError,
     Ended,
     EndedReason,
@@ -48,6 +49,7 @@ from patchstream.streaming.protocol import (
 from patchstream.streaming.scheduler import Scheduler
 from patchstream.streaming.session import Session, SessionContext
 from patchstream.streaming.session_observer import SessionObserver
+from patchstream.streaming.static_files import StaticFiles
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +59,18 @@ WARM_UP_S = 2.0  # audio of the warm-up session; its step time is the first cost
 class Server:
     """Serves the native protocol for one engine."""
 
-    def __init__(self, config: ServerConfig, engine: Engine):
+    def __init__(self, config: ServerConfig, engine: Engine, post_processor: PostProcessorFactory | None = None):
         self.config = config
         self.engine = engine
+        self.post_processor = post_processor  # every session's captions pass through one of its making
         self.scheduler = Scheduler(engine, config.scheduler)
         self._decode_executor = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
         self._sessions: dict[str, Session] = {}
         self._session_tasks: set[asyncio.Task] = set()
         self._ws_server = None
         self._ready = False
+        self._web = StaticFiles(config.web_dir) if config.web_dir else None  # read once, here
+        self._ssl = _ssl_context(config.certfile, config.keyfile) if config.certfile else None
         # issue 13: auth, capacity, per-key usage, journal, metrics, resume
         self.auth = Authenticator(config.auth)
         self.capacity = CapacityModel(config.admission)
@@ -86,8 +91,13 @@ class Server:
     @property
     def url(self) -> str:
         host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        scheme = "wss" if self.config.tls is not None else "ws"
-        return f"{scheme}://{host}:{self.port}{NATIVE_STREAM_PATH}"
+        return f"{'wss' if self._ssl else 'ws'}://{host}:{self.port}{NATIVE_STREAM_PATH}"
+
+    @property
+    def page_url(self) -> str:
+        """Where a browser opens the page (served when the config names a `web_dir`)."""
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"{'https' if self._ssl else 'http'}://{host}:{self.port}/"
 
     @property
     def ready(self) -> bool:
@@ -100,7 +110,6 @@ class Server:
 
     async def __aenter__(self) -> "Server":
         check_bind(self.config.auth, self.config.host)
-        tls = self._tls_context()
         await self.scheduler.start()
         started = time.perf_counter()
         await self.scheduler.warm_up(WARM_UP_S)
@@ -110,13 +119,13 @@ class Server:
             self._handle,
             self.config.host,
             self.config.port,
-            ssl=tls,
             logger=logging_context.RedactingLogger(logging.getLogger("websockets.server")),
             process_request=self._process_request,
             max_size=limits.max_message_bytes,
             max_queue=1,  # frames buffered by the library before TCP backpressure applies
             ping_interval=20,
             ping_timeout=20,
+            ssl=self._ssl,
         )
         self._ready = True
         log.info("patchstream listening on %s (engine %s)", self.url, self.engine.spec.name)
@@ -160,13 +169,21 @@ class Server:
         path = urlsplit(request.path).path
         if path in endpoints.OPEN_PATHS:  # probes: no credential, nothing secret
             return endpoints.probe(self, connection, path)
+        if self._web is not None and (page := self._web.respond(path)) is not None:
+            # The page's files hold no secret (a browser fetches them without credentials); every
+            # stream the page opens passes the check below.
+            return page  # its paths never shadow a stream endpoint (static_files.py)
         principal = self.authorize(connection, request)
         if isinstance(principal, Response):
             return principal
-        if path == NATIVE_STREAM_PATH:
-            self._principals[connection] = principal
-            return None
-        return await endpoints.authorized(self, connection, path, principal)
+        if path in endpoints.AUTHORIZED_PATHS or path.startswith(TRANSCRIPT_PATH):
+            return await endpoints.authorized(self, connection, path, principal)
+        try:
+            adapter_for(request.path)  # the native protocol, or a foreign one's adapter (adapters/routes.py)
+        except RouteError as error:
+            return connection.respond(error.status, f"{error.message}\n")
+        self._principals[connection] = principal
+        return None
 
     async def _handle(self, websocket: ServerConnection) -> None:
         principal = self._principals.pop(websocket, None) or self.auth.check(AuthRequest(websocket.request.path))
@@ -189,6 +206,7 @@ class Server:
         if allowance is not None:
             limits = dataclasses.replace(limits, max_session_s=min(limits.max_session_s, max(allowance, 1e-3)))
         grace = self.config.resume_grace_s
+        adapter = adapter_for(websocket.request.path)  # None: the native protocol
         context = SessionContext(
             session_id=session_id,
             scheduler=self.scheduler,
@@ -198,10 +216,11 @@ class Server:
             engine_spec=self.engine.spec,
             admit=functools.partial(self._admit, session_id, principal),
             observer=SessionObserver(session_id, self.metrics, self.journal, self.engine.spec.sample_rate),
-            resume_token=secrets.token_urlsafe(24) if grace > 0 else None,
+            resume_token=secrets.token_urlsafe(24) if grace > 0 and adapter is None else None,  # native only
             resume_grace_s=grace,
+            post_processor=self.post_processor,
         )
-        session = Session(websocket, context)
+        session = Session(websocket, context, adapter)
         self._sessions[session_id] = session
         task = asyncio.current_task()
         self._session_tasks.add(task)
@@ -287,11 +306,10 @@ class Server:
             return False
         return self.capacity.decide(self._streams, self.max_backlog_s(), time.monotonic()) is None
 
-    def _tls_context(self) -> ssl.SSLContext | None:
-        tls = self.config.tls
-        if tls is None:
-            return None
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(tls.certfile, tls.keyfile)
-        return context
+
+def _ssl_context(certfile: str, keyfile: str | None) -> ssl.SSLContext:
+    """TLS for https:// and wss:// (browsers give microphones only to secure pages, or localhost)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile, keyfile)
+    return context

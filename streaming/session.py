@@ -10,8 +10,18 @@ and the sans-I/O protocol (`session_protocol.py`), and carry out the protocol's 
   arrival order, and finishes the engine session;
 - the ticker calls `tick` when the protocol's next deadline comes;
 - the sender writes the protocol's events to the websocket.
+A WebRTC session (`"audio": {"encoding": "webrtc"}`) has no decoder: its media arrives on the
+peer connection (`webrtc.py`), which the receiver hands the `webrtc.offer`; each delivery puts
+one `PEER_MEDIA` marker in the media queue, and the media task takes the batch and runs it
+through `peer_media.py` (resample → the same chunker; frame sampler → patchify) off the loop.
 On `Close` the session stops the first three, frees its engine session and decoder, lets the
 sender drain (`ended` last) and closes the websocket.
+
+A multichannel session (`start.channels`) opens one engine session per audio channel: each
+channel has its own chunker and scheduler slot, and the protocol merges their captions; the
+engine never learns that a session has channels. A session of a foreign protocol (Twilio,
+AudioHook, OpenAI Realtime) has a `ProtocolAdapter` that turns the client's messages into native
+control messages and audio, and the session's events into the client's protocol.
 
 It is not: a decider. Every rule — what a message means, when to time out, which error ends the
 session — lives in the protocol; parsing lives in `protocol.py`.
@@ -29,10 +39,13 @@ from typing import Callable, Sequence
 from websockets.exceptions import ConnectionClosed
 
 from patchstream.model.api import AudioChunk, EngineError, EngineSpec, SessionControl, VideoFrame
-from patchstream.streaming.chunker import AudioChunker, ChunkerConfig
+from patchstream.streaming.adapters.adapter import AdapterAudio, ProtocolAdapter
+from patchstream.streaming.chunker import AudioChunker, ChunkerConfig, DecodedAudio
 from patchstream.streaming.config import LimitsConfig, SchedulerConfig
 from patchstream.streaming.decode import AudioDecoder, DecodeError, VideoOptions
-from patchstream.streaming.protocol import CodedError, Ended, ErrorCode, to_json
+from patchstream.streaming.peer_media import PeerMediaDecoder
+from patchstream.streaming.postprocess import PostProcessorFactory
+from patchstream.streaming.protocol import CodedError, Ended, ErrorCode, WebRTCOffer, to_json
 from patchstream.streaming.scheduler import Scheduler, SessionSlot
 from patchstream.streaming.session_observer import SessionObserver
 from patchstream.streaming.session_protocol import (
@@ -44,7 +57,9 @@ from patchstream.streaming.session_protocol import (
     Detach,
     FinishMedia,
     Open,
+    Reply,
     SessionProtocol,
+    Signal,
     Submit,
 )
 from patchstream.streaming.video_decode import decode_image
@@ -53,6 +68,7 @@ log = logging.getLogger(__name__)
 
 MEDIA_QUEUE_FRAMES = 32  # binary frames (audio bytes or images) waiting for decode; a full queue stops reading the socket
 END_OF_MEDIA = None  # media-queue marker: no more bytes
+PEER_MEDIA = "peer-media"  # media-queue marker: the peer connection delivered frames (at most one queued)
 CLOSE_TIMEOUT_S = 5.0  # the websocket closing handshake; then the transport is aborted
 TAKE_OVER_TIMEOUT_S = 5.0  # a resume waits this long for the old connection to be noticed as dropped
 
@@ -72,24 +88,33 @@ class SessionContext:
     observer: SessionObserver | None = None  # journal + metrics; None reports nothing
     resume_token: str | None = None  # sent in `ready`; None: the session cannot be resumed
     resume_grace_s: float = 0.0  # how long a dropped session waits for its client
+    post_processor: PostProcessorFactory | None = None  # the captions' post-processor (agent assist); None = none
 
 
 class Session:
     """Serves one websocket connection from `start` to `ended`."""
 
-    def __init__(self, websocket, context: SessionContext):
+    def __init__(self, websocket, context: SessionContext, adapter: ProtocolAdapter | None = None):
         self.ws = websocket
         self.ctx = context
+        self.adapter = adapter  # None: the client speaks the native protocol
         loop = asyncio.get_running_loop()
         self.protocol = SessionProtocol(
-            context.session_id, context.engine_spec, context.limits, context.scheduler_config.stats_interval_s, loop.time(),
-            resume_token=context.resume_token, resume_grace_s=context.resume_grace_s,
+            context.session_id,
+            context.engine_spec,
+            context.limits,
+            context.scheduler_config.stats_interval_s,
+            loop.time(),
+            post_processor=context.post_processor,
+            progress_events=adapter is not None and adapter.progress_events,
+            resume_token=context.resume_token,
+            resume_grace_s=context.resume_grace_s,
         )
-        self._chunker = AudioChunker(ChunkerConfig.for_engine(context.engine_spec))
+        self._chunkers: list[AudioChunker] = []  # one per engine session (per channel, or one for the mix)
         self._decoder: AudioDecoder | None = None
         self._executor: Executor = context.decode_executor  # a thread of its own for containers
+        self._slots: list[SessionSlot] = []  # one engine session per channel (one for the mix)
         self._image_executor: Executor | None = None  # a thread of its own for images: never the shared PCM pool
-        self._slot: SessionSlot | None = None
         # Images wait here as tickets; their bytes wait in the protocol's byte-bounded image queue.
         self._media: asyncio.Queue[bytes | DecodeFrame | None] = asyncio.Queue(MEDIA_QUEUE_FRAMES)
         self._outgoing = asyncio.Event()  # the protocol may have events to send
@@ -107,6 +132,9 @@ class Session:
         self._sender: asyncio.Task | None = None
         self._connection_done = asyncio.Event()  # the current websocket is finished with (detached or closed)
         self._finals_reported = 0  # protocol finals already handed to the observer (journal)
+        self._peer = None  # WebRTC sessions: the `webrtc.PeerConnection` (aiortc is imported only for them)
+        self._peer_decoder: PeerMediaDecoder | None = None  # WebRTC sessions: frames → chunks and patchified frames
+        self._peer_media_queued = False  # a PEER_MEDIA marker waits in the media queue
 
     def request_shutdown(self) -> None:
         """The server is stopping: the protocol says so and finishes like on `stop`."""
@@ -114,8 +142,15 @@ class Session:
             # FinishMedia: the end marker queues behind media the receiver is still putting.
             self._finishing = asyncio.create_task(self._perform(action), name=f"{self.ctx.session_id}-finish")
 
+    @property
+    def _slot(self) -> SessionSlot | None:
+        """The first engine session (the only one unless multichannel); None before it opened."""
+        return self._slots[0] if self._slots else None
+
     async def run(self) -> None:
         name = self.ctx.session_id
+        if self.adapter is not None:
+            await self._take(self.adapter.connected())
         workers = [
             asyncio.create_task(self._guarded(self._media_loop()), name=f"{name}-media"),
             asyncio.create_task(self._guarded(self._tick_loop()), name=f"{name}-tick"),
@@ -175,8 +210,10 @@ class Session:
         later: list[Action] = []
         for action in actions:
             if isinstance(action, Submit):
-                dropped = self.ctx.scheduler.submit(self._slot, action.chunk)
-                if self.ctx.observer is not None and isinstance(action.chunk, AudioChunk):
+                if action.channel >= len(self._slots):
+                    continue  # released: the session is closing
+                dropped = self.ctx.scheduler.submit(self._slots[action.channel], action.chunk)
+                if self.ctx.observer is not None and action.channel == 0 and isinstance(action.chunk, AudioChunk):
                     self.ctx.observer.submitted(action.chunk.end_sample, asyncio.get_running_loop().time())
                 if dropped:
                     if self.ctx.observer is not None:
@@ -211,12 +248,17 @@ class Session:
             await self._media.put(action if isinstance(action, DecodeFrame) else action.data)
         elif isinstance(action, FinishMedia):
             await self._media.put(END_OF_MEDIA)
+        elif isinstance(action, Signal):
+            await self._signal(action)
 
     async def _open(self, action: Open) -> None:
         loop = asyncio.get_running_loop()
         refusal = self.ctx.admit() if self.ctx.admit is not None else None
         if refusal is not None:  # over capacity or over the key's quota: refused at `start`
             self._apply(self.protocol.open_failed(refusal))
+            return
+        if action.start.audio.is_webrtc:
+            await self._open_peer(action)
             return
         try:
             video = action.start.video
@@ -233,9 +275,14 @@ class Session:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.ctx.session_id}-decode")
             if video is not None and video.is_image:
                 self._image_executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.ctx.session_id}-image")
-            self._slot = await self.ctx.scheduler.open(
-                action.options, self._on_result, self._on_failure, self.ctx.limits.max_backlog_s
-            )
+            labels = self.protocol.channel_labels
+            for channel in range(len(labels)):
+                self._chunkers.append(AudioChunker(ChunkerConfig.for_engine(spec)))
+                on_result = functools.partial(self._on_result, channel=channel)
+                slot = await self.ctx.scheduler.open(
+                    action.options, on_result, self._on_failure, self.ctx.limits.max_backlog_s
+                )
+                self._slots.append(slot)
         except DecodeError as error:
             self._apply(self.protocol.open_failed(error))
             return
@@ -244,16 +291,84 @@ class Session:
             return
         self._apply(self.protocol.opened(loop.time()))
 
+    async def _open_peer(self, action: Open) -> None:
+        """A WebRTC session: a peer connection (answered when the offer comes) instead of a decoder."""
+        loop = asyncio.get_running_loop()
+        try:
+            from patchstream.streaming import webrtc  # noqa: PLC0415 - aiortc only for WebRTC sessions
+        except ImportError:
+            error = CodedError(ErrorCode.UNSUPPORTED_ENCODING, "this server was installed without WebRTC (the `webrtc` extra)")
+            self._apply(self.protocol.open_failed(error))
+            return
+        if len(self.protocol.channel_labels) > 1:
+            error = CodedError(ErrorCode.BAD_START, "`channels` needs pcm or container audio: WebRTC media is captioned as one mix")
+            self._apply(self.protocol.open_failed(error))
+            return
+        chunker = AudioChunker(ChunkerConfig.for_engine(self.ctx.engine_spec))
+        self._chunkers.append(chunker)
+        self._peer_decoder = PeerMediaDecoder(
+            self.ctx.engine_spec, chunker, self.ctx.limits.max_image_pixels, video=action.start.video is not None
+        )
+        self._peer = webrtc.PeerConnection(self._peer_delivered, self._peer_lost)
+        try:
+            slot = await self.ctx.scheduler.open(
+                action.options, functools.partial(self._on_result, channel=0), self._on_failure, self.ctx.limits.max_backlog_s
+            )
+            self._slots.append(slot)
+        except EngineError as error:
+            self._apply(self.protocol.open_failed(CodedError(ErrorCode.BAD_START, str(error))))
+            return
+        self._apply(self.protocol.opened(loop.time()))
+
+    async def _signal(self, action: Signal) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            if isinstance(action.message, WebRTCOffer):
+                sdp = await self._peer.answer(action.message.sdp)
+                self._apply(self.protocol.answered(sdp, loop.time()))
+            else:
+                await self._peer.add_candidate(action.message)
+        except CodedError as error:
+            self._apply(self.protocol.signal_failed(error))
+
+    def _peer_delivered(self) -> None:
+        """The peer connection has frames: one marker in the media queue fetches them all."""
+        if self._peer_media_queued:
+            return
+        try:
+            self._media.put_nowait(PEER_MEDIA)  # never waits: a WebRTC session queues no bytes
+        except asyncio.QueueFull:
+            return  # the next delivery tries again
+        self._peer_media_queued = True
+
+    def _peer_lost(self, reason: str) -> None:
+        self._apply(self.protocol.peer_lost(reason))
+
+    async def _decode_peer_media(self) -> None:
+        """Take what the peer connection delivered and run it through the media path, off-loop."""
+        loop = asyncio.get_running_loop()
+        self._peer_media_queued = False
+        batch = self._peer.take()
+        if not batch.audio and batch.video is None:
+            return
+        self._apply(self.protocol.peer_media(loop.time()))
+        if batch.dropped_audio_samples:
+            self._apply(self.protocol.audio_dropped(batch.dropped_audio_samples))
+        output = await loop.run_in_executor(self.ctx.decode_executor, self._peer_decoder.decode, batch)
+        self._apply(self.protocol.decoded(output.chunks))
+        self._apply(self.protocol.container_video(output.video))
+
     async def _control(self) -> None:
-        while self._pending_control is not None and self._slot is not None:
+        while self._pending_control is not None and self._slots:
             control, self._pending_control = self._pending_control, None
             try:
-                await self.ctx.scheduler.control(self._slot, control)
+                for slot in list(self._slots):
+                    await self.ctx.scheduler.control(slot, control)
             except Exception as error:  # noqa: BLE001 - a refused change leaves the session as it was
                 self._apply(self.protocol.control_failed(error))
 
-    def _on_result(self, result) -> None:
-        self._apply(self.protocol.engine_result(result))
+    def _on_result(self, result, channel: int = 0) -> None:
+        self._apply(self.protocol.engine_result(result, channel))
 
     def _on_failure(self, error: Exception) -> None:
         self._apply(self.protocol.engine_failed(error))
@@ -276,6 +391,11 @@ class Session:
             # Awaited directly: when messages are buffered it returns without yielding, so a
             # flood of messages fills the outbox faster than a client that does not read drains it.
             message = await self.ws.recv()
+            if self.adapter is not None:
+                self.protocol.touch(loop.time())
+                inputs = self.adapter.receive_bytes(message) if isinstance(message, bytes) else self.adapter.receive_text(message)
+                await self._take(inputs)
+                continue
             if isinstance(message, bytes):
                 actions = self.protocol.receive_bytes(message, loop.time())
             else:
@@ -283,29 +403,49 @@ class Session:
             for action in self._apply(actions):
                 await self._perform(action)
 
+    async def _take(self, inputs) -> None:
+        """An adapter's translation of one client message → the protocol, one input after the
+        other (a `start` is opened before the audio that follows it in the same message)."""
+        loop = asyncio.get_running_loop()
+        for item in inputs:
+            if isinstance(item, Reply):
+                actions = self.protocol.reply(item.text)
+            elif isinstance(item, AdapterAudio):
+                actions = self.protocol.receive_bytes(item.data, loop.time())
+            else:
+                actions = self.protocol.receive_control(item, loop.time())
+            for action in self._apply(actions):
+                await self._perform(action)
+
     async def _media_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             data = await self._media.get()
+            if self._peer is not None and (data is PEER_MEDIA or data is END_OF_MEDIA):
+                await self._decode_peer_media()
+                if data is PEER_MEDIA:
+                    continue
             if isinstance(data, DecodeFrame):
                 await self._decode_frame(data)
                 continue
             try:
-                chunks = await loop.run_in_executor(self._executor, self._decode_and_chunk, data)
+                by_channel = await loop.run_in_executor(self._executor, self._decode_and_chunk, data)
             except DecodeError as error:
                 self._apply(self.protocol.media_failed(error))
                 return
-            self._apply(self.protocol.decoded(chunks))
+            for channel, chunks in enumerate(by_channel):
+                self._apply(self.protocol.decoded(chunks, channel))
             if self._decoder is not None:
                 self._apply(self.protocol.container_video(self._decoder.take_video()))
             if data is END_OF_MEDIA:
                 break
-        try:
-            result = await self.ctx.scheduler.finish(self._slot)
-        except Exception as error:  # noqa: BLE001 - reported to this session only
-            self._apply(self.protocol.engine_failed(error))
-            return
-        self._apply(self.protocol.finished(result))
+        for channel, slot in enumerate(list(self._slots)):
+            try:
+                result = await self.ctx.scheduler.finish(slot)
+            except Exception as error:  # noqa: BLE001 - reported to this session only
+                self._apply(self.protocol.engine_failed(error))
+                return
+            self._apply(self.protocol.finished(result, channel))
 
     async def _decode_frame(self, action: DecodeFrame) -> None:
         """One image, decoded and patchified on the session's image thread; a bad one costs only itself."""
@@ -323,11 +463,31 @@ class Session:
             return
         self._apply(self.protocol.frame_decoded(frame))
 
-    def _decode_and_chunk(self, data: bytes | None) -> list[AudioChunk]:
-        """Decoder thread: bytes (or the end of media) → whole chunks. Called one at a time."""
+    def _decode_and_chunk(self, data: bytes | None) -> list[list[AudioChunk]]:
+        """Decoder thread: bytes (or the end of media) → whole chunks, one list per engine session
+        (per channel, or one of the mix). Called one at a time."""
+        if data is END_OF_MEDIA and self._peer_decoder is not None:
+            return [self._peer_decoder.flush()]  # WebRTC: one engine session, the mix
+        decoded = self._decoder.flush() if data is END_OF_MEDIA else self._decoder.decode(data)
+        by_channel: list[list[AudioChunk]] = [[] for _ in self._chunkers]
+        for audio in decoded:
+            for channel, piece in enumerate(self._split(audio)):
+                by_channel[channel] += self._chunkers[channel].push(piece)
         if data is END_OF_MEDIA:
-            return [c for audio in self._decoder.flush() for c in self._chunker.push(audio)] + self._chunker.flush()
-        return [chunk for audio in self._decoder.decode(data) for chunk in self._chunker.push(audio)]
+            for channel, chunker in enumerate(self._chunkers):
+                by_channel[channel] += chunker.flush()
+        return by_channel
+
+    def _split(self, audio: DecodedAudio) -> list[DecodedAudio]:
+        """One piece per engine session: each channel apart (multichannel), or all for the mix."""
+        if len(self._chunkers) == 1:
+            return [audio]
+        if audio.samples.shape[0] != len(self._chunkers):
+            raise DecodeError(
+                ErrorCode.BAD_FORMAT,
+                f"the audio has {audio.samples.shape[0]} channels but `channels` names {len(self._chunkers)}",
+            )
+        return [DecodedAudio(audio.samples[index : index + 1], audio.start_sample) for index in range(len(self._chunkers))]
 
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -340,8 +500,8 @@ class Session:
                     await self._deadline_moved.wait()
             except TimeoutError:
                 pass
-            backlog_s = self._slot.backlog_s if self._slot is not None else 0.0
-            frames_dropped = self._slot.frames_dropped if self._slot is not None else 0
+            backlog_s = max((slot.backlog_s for slot in self._slots), default=0.0)
+            frames_dropped = sum(slot.frames_dropped for slot in self._slots)
             for action in self._apply(self.protocol.tick(loop.time(), backlog_s, frames_dropped)):
                 await self._perform(action)  # FinishMedia when a dropped client's grace period ends
 
@@ -355,7 +515,8 @@ class Session:
                 continue
             try:
                 async with asyncio.timeout(timeout):
-                    await self.ws.send(to_json(event))
+                    for text in self._wire(event):
+                        await self.ws.send(text)
             except TimeoutError:
                 log.warning("session %s: client stopped reading for %g s; closing", self.ctx.session_id, timeout)
                 self.ws.transport.abort()
@@ -365,6 +526,14 @@ class Session:
                 self.ctx.observer.sent(event)
             if isinstance(event, Ended):
                 return
+
+    def _wire(self, event) -> list[str]:
+        """The messages one queued event becomes on this session's websocket."""
+        if isinstance(event, Reply):
+            return [event.text]
+        if self.adapter is not None:
+            return self.adapter.send(event)
+        return [to_json(event)]
 
     # -- the end ---------------------------------------------------------------------------------
 
@@ -383,9 +552,11 @@ class Session:
             self.ws.transport.abort()
 
     async def _release(self) -> None:
-        if self._slot is not None:
-            slot, self._slot = self._slot, None
-            await self.ctx.scheduler.close(slot)
+        if self._peer is not None:
+            peer, self._peer = self._peer, None
+            await peer.close()
+        while self._slots:
+            await self.ctx.scheduler.close(self._slots.pop())
         if self._decoder is not None:
             decoder, self._decoder = self._decoder, None
             # On the session's own thread when it has one: close waits for the demux thread.

@@ -3,7 +3,8 @@
 It is: every decision a session makes. It takes what happened — a text or binary message from
 the client, decoded audio, an engine result or failure, the end of the engine's work, a clock
 tick, a shutdown request, a lost connection — and answers with actions for its shell (`Open` the
-decoder and engine session, `Decode` these bytes, `Submit` this chunk, `FinishMedia`, `Close`),
+decoder and engine session, `Decode` these bytes, `Submit` this chunk, `FinishMedia`, `Close`,
+`Signal` a WebRTC offer or candidate to the peer connection),
 while the events to send wait in its outbox (`next_event`). Time is an argument (`now`, loop
 seconds), so tests drive it on a fake clock.
 
@@ -33,6 +34,7 @@ from patchstream.model.api import (
     samples_to_seconds,
     seconds_to_samples,
 )
+from patchstream.streaming.channels import ORDER_SLACK_S, FinalsMerge
 from patchstream.streaming.config import LimitsConfig
 from patchstream.streaming.frames import (
     ContainerVideo,
@@ -44,10 +46,14 @@ from patchstream.streaming.frames import (
 )
 from patchstream.streaming.outbox import Outbox, OutboxOverflow
 from patchstream.streaming.policy import CaptionPolicy, CaptionPolicyConfig, interpretation_event
+from patchstream.streaming.postprocess import CaptionPostProcessor, NoPostProcessing, PostProcessorFactory
 from patchstream.streaming.protocol import (
+    FATAL_SIGNAL_ERRORS,
     FATAL_START_ERRORS,
     CaptionFinal,
+    CaptionPartial,
     CodedError,
+    ControlMessage,
     ControlUpdate,
     Ended,
     EndedReason,
@@ -62,6 +68,9 @@ from patchstream.streaming.protocol import (
     StartMessage,
     Stats,
     StopMessage,
+    WebRTCAnswer,
+    WebRTCCandidate,
+    WebRTCOffer,
     parse_control,
 )
 
@@ -107,6 +116,7 @@ class Submit:
     """Queue this media for the engine (the scheduler); report audio drops with `audio_dropped`."""
 
     chunk: AudioChunk | VideoFrame  # 40 ms audio frames, or one patchified video frame, with media time
+    channel: int = 0  # the engine session it is for (multichannel: one per audio channel)
 
 
 @dataclass(frozen=True)
@@ -135,7 +145,35 @@ class Detach:
     session; events wait in the outbox until `attach` (or the grace period ends)."""
 
 
-Action = Open | Decode | DecodeFrame | Submit | Control | FinishMedia | Close | Detach
+@dataclass(frozen=True)
+class Signal:
+    """Hand this signalling message to the session's peer connection; then call `answered` (an
+    offer) or `signal_failed`."""
+
+    message: WebRTCOffer | WebRTCCandidate  # from the client, in arrival order
+
+
+Action = Open | Decode | DecodeFrame | Submit | Control | FinishMedia | Close | Signal | Detach
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Not a wire event: queued for protocol adapters that asked for it (`progress_events`), in
+    order with the captions, after each engine result. No caption final that starts before
+    `watermark` will come any more (see `channels.py`)."""
+
+    watermark: float  # media seconds: no caption final will start before it
+    committed_until: float  # media seconds: every word starting before it is committed (stable)
+    type: str = "progress"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Not a wire event: a message of a protocol adapter's own protocol, queued in order with the
+    session's events and sent as it is (an AudioHook `pong`, an OpenAI `error`, ...)."""
+
+    text: str  # the whole message
+    type: str = "reply"
 
 
 class SessionProtocol:
@@ -148,6 +186,8 @@ class SessionProtocol:
         limits: LimitsConfig,
         stats_interval_s: float,
         now: float,
+        post_processor: PostProcessorFactory | None = None,
+        progress_events: bool = False,
         resume_token: str | None = None,
         resume_grace_s: float = 0.0,
     ):
@@ -159,7 +199,13 @@ class SessionProtocol:
         self._outbox = Outbox(limits.max_pending_finals)
         self._overflowed = False  # a put found the outbox full: the client is not reading
         self._start: StartMessage | None = None
-        self._policy: CaptionPolicy | None = None
+        self._policies: list[CaptionPolicy] = []  # one per captioned channel (one for the mix)
+        self._merge: FinalsMerge | None = None  # multichannel: finals in media-time order
+        self._make_post_processor = post_processor
+        self._post: CaptionPostProcessor = NoPostProcessing()
+        self._progress_events = progress_events  # queue `Progress` markers (protocol adapters)
+        self._processed_by_channel: list[float] = []  # media seconds each channel's engine has processed
+        self._channels_finished: set[int] = set()  # channels whose engine session finished
         self._start_deadline = now + limits.start_timeout_s
         self._last_input = now  # loop time of the last message, for the idle timeout
         self._next_stats: float | None = None  # loop time the next `stats` is due; None = no stats
@@ -178,6 +224,8 @@ class SessionProtocol:
         self._frames_dropped_by_engine = 0  # frames the engine skipped under load (its own latest-wins)
         self._frames_refused = 0  # images dropped unread because their announced time was impossible
         self._rate_errors = 0  # frame_rate_exceeded refusals; only the first is reported as an event
+        self._offered = False  # WebRTC: an offer was accepted (only one per session)
+        self._last_peer_media: float | None = None  # WebRTC: loop time of the answer or the last media since
         # Resume (issue 13). Every final sent, in order: replayed to a client that resumes, and
         # what the shell journals. It grows with the session (captions, not audio: ~1 kB each).
         self.finals: list[CaptionFinal | InterpretationFinal] = []
@@ -204,6 +252,8 @@ class SessionProtocol:
         deadlines = [self._next_stats] if self.phase in (Phase.STREAMING, Phase.FINISHING) else []
         if self.phase is Phase.STREAMING:
             deadlines.append(self._last_input + self._limits.idle_timeout_s)
+            if self._last_peer_media is not None:
+                deadlines.append(self._last_peer_media + self._limits.peer_media_timeout_s)
         if self._detached_until is not None:
             deadlines.append(self._detached_until)
         return min((d for d in deadlines if d is not None), default=None)
@@ -220,6 +270,13 @@ class SessionProtocol:
             if self.phase is Phase.AWAITING_START and error.code in FATAL_START_ERRORS:
                 return self._fail(error.code, error.message)
             return self._error(error.code, error.message)
+        return self.receive_control(control, now)
+
+    def receive_control(self, control: ControlMessage, now: float) -> list[Action]:
+        """A parsed control message (protocol adapters translate theirs into these)."""
+        if not self.receiving:
+            return []
+        self._last_input = now
         if isinstance(control, StopMessage):
             if self.phase is Phase.AWAITING_START:
                 return self._error(ErrorCode.NOT_STARTED, "`stop` received before `start`")
@@ -229,6 +286,8 @@ class SessionProtocol:
             return self._frame_announced(control)
         if isinstance(control, ControlUpdate):
             return self._control(control)
+        if isinstance(control, (WebRTCOffer, WebRTCCandidate)):
+            return self._signal(control)
         if self.phase is Phase.STREAMING:
             return self._error(ErrorCode.ALREADY_STARTED, "this session has already started; a second `start` was ignored")
         return self._accept_start(control)
@@ -239,6 +298,11 @@ class SessionProtocol:
         unknown = self._unknown_kinds(start.interpretations)
         if unknown:
             return self._fail(ErrorCode.BAD_START, unknown)
+        if self._make_post_processor is not None:
+            try:
+                self._post = self._make_post_processor(self.session_id, start)
+            except CodedError as error:
+                return self._fail(error.code, error.message)
         self._start = start
         self.phase = Phase.OPENING
         if start.video is not None:
@@ -291,6 +355,47 @@ class SessionProtocol:
         kinds = None if update.interpretations is None else frozenset(update.interpretations)
         return [Control(SessionControl(update.prompt, update.instruction, kinds))]
 
+    def _signal(self, message: WebRTCOffer | WebRTCCandidate) -> list[Action]:
+        if self.phase is not Phase.STREAMING:
+            return self._error(ErrorCode.NOT_STARTED, "WebRTC signalling is accepted only while the session streams")
+        if not self._start.audio.is_webrtc:
+            return self._error(
+                ErrorCode.BAD_MESSAGE, "WebRTC signalling in a session whose `start` declared no `webrtc` audio; ignored"
+            )
+        if isinstance(message, WebRTCOffer):
+            if self._offered:
+                return self._error(ErrorCode.BAD_OFFER, "a second offer: renegotiation is not supported; ignored")
+            self._offered = True
+        elif not self._offered:
+            return self._error(ErrorCode.BAD_MESSAGE, "an ICE candidate before `webrtc.offer`; send the offer first")
+        return [Signal(message)]
+
+    def answered(self, sdp: str, now: float) -> list[Action]:
+        """The peer connection answered the offer: send it; media must now come within the timeout."""
+        if self.phase is not Phase.STREAMING:
+            return []
+        self._last_peer_media = now
+        return self._send(WebRTCAnswer(sdp))
+
+    def signal_failed(self, error: CodedError) -> list[Action]:
+        """The offer could not be answered (fatal), or a candidate was refused (not fatal)."""
+        if error.code in FATAL_SIGNAL_ERRORS and self.phase is Phase.STREAMING:
+            return self._fail(error.code, error.message)
+        return self._error(error.code, error.message)
+
+    def peer_media(self, now: float) -> list[Action]:
+        """Media arrived on the peer connection: the peer is alive and the session not idle."""
+        if self._last_peer_media is not None:
+            self._last_peer_media = now
+        self._last_input = now
+        return []
+
+    def peer_lost(self, reason: str) -> list[Action]:
+        """The peer connection failed, closed or its track ended while the session streamed."""
+        if self.phase is not Phase.STREAMING:
+            return []  # after `stop` the client closing its peer is the normal end
+        return self._fail(ErrorCode.PEER_LOST, f"{reason}; the session ends (reconnect to go on)")
+
     def control_failed(self, error: Exception) -> list[Action]:
         """The engine refused a `control` change; the session goes on as before."""
         return self._error(ErrorCode.UNSUPPORTED_CONTROL, f"the engine refused the change: {error}")
@@ -301,6 +406,8 @@ class SessionProtocol:
         self._last_input = now
         if self.phase is Phase.AWAITING_START:
             return self._error(ErrorCode.NOT_STARTED, "binary audio received before `start`; send `start` first")
+        if self._start is not None and self._start.audio.is_webrtc:
+            return self._error(ErrorCode.BAD_MESSAGE, "binary data in a WebRTC session: media travels on the peer connection; dropped")
         if self._refused_image_next:
             self._refused_image_next = False
             self._frames_received += 1
@@ -376,7 +483,13 @@ class SessionProtocol:
             return []
         self.phase = Phase.STREAMING
         self._last_input = now
-        self._policy = CaptionPolicy(CaptionPolicyConfig(interim_results=self._start.interim_results))
+        labels = self.channel_labels
+        self._policies = [
+            CaptionPolicy(CaptionPolicyConfig(interim_results=self._start.interim_results, channel=label))
+            for label in labels
+        ]
+        self._processed_by_channel = [0.0] * len(labels)
+        self._merge = FinalsMerge(len(labels)) if len(labels) > 1 else None
         if self._start.stats:
             self._next_stats = now + self._stats_interval_s
         return self._send(Ready(self.session_id, self._engine.name, self._engine.sample_rate, resume_token=self._resume_token))
@@ -384,8 +497,16 @@ class SessionProtocol:
     def open_failed(self, error: CodedError) -> list[Action]:
         return self._fail(error.code, error.message, getattr(error, "retry_after_s", None))
 
-    def decoded(self, chunks: Sequence[AudioChunk]) -> list[Action]:
-        """Audio came out of the decoder and chunker: submit it, within the session's media limit."""
+    @property
+    def channel_labels(self) -> tuple[str | None, ...]:
+        """One entry per engine session the shell opens: the labels, or (None,) for the mix."""
+        if self._start is None or self._start.channels is None:
+            return (None,)
+        return self._start.channels
+
+    def decoded(self, chunks: Sequence[AudioChunk], channel: int = 0) -> list[Action]:
+        """Audio of one channel (0: the mix) came out of the decoder and chunker: submit it,
+        within the session's media limit."""
         if self.phase not in (Phase.STREAMING, Phase.FINISHING):
             return []
         actions: list[Action] = []
@@ -395,7 +516,7 @@ class SessionProtocol:
                     ErrorCode.SESSION_LIMIT, f"session exceeded {self._limits.max_session_s:g} s of media"
                 )
             self._received_samples = max(self._received_samples, chunk.end_sample)
-            actions.append(Submit(chunk))
+            actions.append(Submit(chunk, channel))
         return actions
 
     def audio_dropped(self, samples: int) -> list[Action]:
@@ -409,23 +530,87 @@ class SessionProtocol:
         code = error.code if error.code in ErrorCode.__members__.values() else ErrorCode.INTERNAL_ERROR
         return self._fail(code, error.message)
 
-    def engine_result(self, result: StepResult) -> list[Action]:
+    def engine_result(self, result: StepResult, channel: int = 0) -> list[Action]:
+        """One step's result for the engine session of `channel`."""
         if self.phase not in (Phase.STREAMING, Phase.FINISHING):
             return []
-        self._processed_s = max(self._processed_s, result.processed_until)
+        self._note_processed(channel, result.processed_until)
         self._frames_dropped_by_engine += result.dropped_frames
-        return self._send(*self._policy.update(result.captions), *map(interpretation_event, result.interpretations))
+        captions = self._captions(channel, self._policies[channel].update(result.captions))
+        return self._send(*captions, *self._interpretations(channel, result), *self._progress())
 
     def engine_failed(self, error: Exception) -> list[Action]:
         return self._fail(ErrorCode.ENGINE_ERROR, f"the model failed on this session's audio: {error}")
 
-    def finished(self, result: StepResult) -> list[Action]:
-        """The engine committed everything: the last finals, then `ended`."""
-        if self.phase is not Phase.FINISHING:
+    def finished(self, result: StepResult, channel: int = 0) -> list[Action]:
+        """The engine session of `channel` committed everything; when every channel has, the last
+        finals, then `ended`."""
+        if self.phase is not Phase.FINISHING or channel in self._channels_finished:
             return []
-        self._processed_s = max(self._processed_s, result.processed_until)
-        events = [*self._policy.finish(result.captions), *map(interpretation_event, result.interpretations)]
-        return self._send(*events) + self._end(self._reason)
+        self._note_processed(channel, result.processed_until)
+        self._channels_finished.add(channel)
+        policy = self._policies[channel]
+        finals = policy.finish(result.captions)
+        events = self._captions(channel, finals, finished=True)
+        self._send(*events, *self._interpretations(channel, result))
+        if len(self._channels_finished) < len(self._policies):
+            return self._send(*self._progress())
+        return self._send(*self._progress(), *self._post.end()) + self._end(self._reason)
+
+    # -- captions: every caption event passes here ------------------------------------------------
+
+    def _captions(self, channel: int, events: Sequence[Event], finished: bool = False) -> list[Event]:
+        """A channel's caption events → what is sent: finals in media-time order across channels,
+        then each event through the post-processor (which may rewrite text and add interpretations)."""
+        finals = [event for event in events if isinstance(event, CaptionFinal)]
+        if self._merge is not None:
+            finals = self._merge.add(channel, finals, self._watermark(channel))
+            if finished:
+                finals += self._merge.finish(channel)
+        out: list[Event] = []
+        for final in finals:
+            out += self._post.final(final)
+        out += [self._post.partial(event) for event in events if isinstance(event, CaptionPartial)]
+        return out
+
+    def _watermark(self, channel: int) -> float:
+        """No final of this channel will start before this media time (see `channels.py`)."""
+        policy = self._policies[channel]
+        processed = self._processed_by_channel[channel] - ORDER_SLACK_S
+        return processed if policy.open_start is None else min(policy.open_start, processed)
+
+    def _committed_until(self, channel: int) -> float:
+        """Every word of this channel starting before this media time is committed: the engine has
+        processed the audio up to there and holds no tentative word from before it."""
+        tentative = self._policies[channel].tentative_start
+        processed = self._processed_by_channel[channel]
+        return processed if tentative is None else min(tentative, processed)
+
+    def _note_processed(self, channel: int, processed_s: float) -> None:
+        self._processed_s = max(self._processed_s, processed_s)
+        self._processed_by_channel[channel] = max(self._processed_by_channel[channel], processed_s)
+
+    def _interpretations(self, channel: int, result: StepResult) -> list[Event]:
+        label = self.channel_labels[channel]
+        return [interpretation_event(update, label) for update in result.interpretations]
+
+    def _progress(self) -> list[Event]:
+        if not self._progress_events or not self._policies:
+            return []
+        live = [index for index in range(len(self._policies)) if index not in self._channels_finished]
+        committed = [self._committed_until(index) for index in live]
+        watermark = min((self._watermark(index) for index in live), default=float("inf"))
+        return [Progress(watermark, min(committed, default=float("inf")))]
+
+    def reply(self, text: str) -> list[Action]:
+        """Queue a protocol adapter's own message, in order with the session's events."""
+        return self._send(Reply(text))
+
+    def touch(self, now: float) -> None:
+        """A client message arrived that a protocol adapter consumed itself (a ping, a pause): it
+        counts as activity for the idle timeout, as every native message does."""
+        if self.receiving:
+            self._last_input = now
 
     # -- clock and lifecycle ---------------------------------------------------------------------
 
@@ -439,6 +624,11 @@ class SessionProtocol:
             return self._abandon()
         if self.phase is Phase.STREAMING and self._detached_until is None and now - self._last_input >= self._limits.idle_timeout_s:
             return self._fail(ErrorCode.IDLE_TIMEOUT, f"nothing received for {self._limits.idle_timeout_s:g} s")
+        timeout_s = self._limits.peer_media_timeout_s
+        if self.phase is Phase.STREAMING and self._last_peer_media is not None and now - self._last_peer_media >= timeout_s:
+            return self._fail(
+                ErrorCode.PEER_LOST, f"no media from the WebRTC peer for {timeout_s:g} s (packets lost or the peer vanished)"
+            )
         if self.phase in (Phase.STREAMING, Phase.FINISHING) and self._next_stats is not None and now >= self._next_stats:
             self._next_stats = now + self._stats_interval_s
             return self._send(self._stats(backlog_s, frames_dropped))
@@ -571,8 +761,11 @@ class SessionProtocol:
         if self.phase is Phase.ENDED:
             return []
         events: list[Event] = []
-        if self._policy is not None:
-            events += self._policy.finish(CaptionUpdate())  # committed words always reach a final
+        finals = [final for policy in self._policies for final in policy.finish(CaptionUpdate())]
+        if self._merge is not None:
+            finals = sorted(self._merge.flush() + finals, key=lambda final: final.start)
+        for final in finals:  # committed words always reach a final
+            events += self._post.final(final)
         self._reason = EndedReason.for_error(code)
         self.phase = Phase.ENDED  # before sending: an overflow now must not fail again
         self._send(*events, Error(code, message, fatal=True, retry_after_s=retry_after_s))
@@ -580,7 +773,7 @@ class SessionProtocol:
 
     def _end(self, reason: EndedReason) -> list[Action]:
         self.phase = Phase.ENDED
-        finals = self._policy.finals_emitted if self._policy else 0
+        finals = sum(policy.finals_emitted for policy in self._policies)
         self._send(Ended(reason, samples_to_seconds(self._received_samples), finals))
         client_gone = self._detached_until is not None or reason is EndedReason.DISCONNECTED
         self._detached_until = None  # an ended session cannot be resumed

@@ -119,6 +119,33 @@ def test_the_model_option_reaches_the_engine_choice(command):
     assert _engine_choice(build_parser().parse_args(command)).model_path is None  # tiny.en
 
 
+def test_gemma4_engine_options_reach_the_engine_choice_and_unset_ones_stay_unset():
+    args = build_parser().parse_args([
+        "serve", "--engine", "gemma4", "--model-path", "/ckpt", "--window-s", "10", "--emit-every-s", "0.5",
+        "--pause-s", "0.4", "--instruction", "Describe the scene.", "--max-batch", "16", "--dtype", "bfloat16",
+        "--device", "cuda:1",
+    ])
+    assert _engine_choice(args).options == {
+        "window_s": 10.0, "emit_every_s": 0.5, "pause_s": 0.4, "default_instruction": "Describe the scene.",
+        "max_batch": 16, "dtype": "bfloat16", "device": "cuda:1",
+    }
+    args = build_parser().parse_args(["serve", "--engine", "gemma4", "--model-path", "/ckpt", "--pause-s", "1"])
+    assert _engine_choice(args).options == {"pause_s": 1.0}  # the engine's own defaults for the rest
+    assert _engine_choice(build_parser().parse_args(["serve"])).options == {}
+
+
+@pytest.mark.parametrize("argv", [
+    ["serve", "--engine", "whisper", "--window-s", "10"],  # an option of another engine
+    ["caption", "a.wav", "--url", "ws://h:1/v1/stream", "--pause-s", "1"],  # no in-process engine
+    ["serve", "--engine", "gemma4", "--dtype", "float16"],  # not a choice
+    ["serve", "--engine", "gemma4", "--max-batch", "0"],
+])
+def test_engine_options_that_cannot_apply_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and capsys.readouterr().err
+
+
 def test_model_and_model_path_are_exclusive_and_names_are_checked():
     for argv in (["serve", "--model", "base", "--model-path", "/m"], ["serve", "--model", "large"]):
         with pytest.raises(SystemExit):
@@ -399,3 +426,34 @@ def test_the_language_option_reaches_the_caption_job(monkeypatch):
     assert main(["caption", "talk.wav", "--language", "de", "--model", "base"]) == 0
     assert (jobs[0].language, jobs[0].engine.model_path) == ("de", "base")
     assert build_parser().parse_args(["caption", "a.wav"]).language == "en"
+
+
+def test_caption_takes_a_transport_and_webrtc_refuses_fast(capsys):
+    args = build_parser().parse_args(["caption", "talk.wav", "--transport", "webrtc"])
+    assert args.transport == "webrtc"
+    assert build_parser().parse_args(["caption", "talk.wav"]).transport == "websocket"
+    with pytest.raises(SystemExit):
+        main(["caption", "talk.wav", "--transport", "webrtc", "--fast"])
+    assert "--fast" in capsys.readouterr().err
+
+
+def test_serve_takes_a_certificate_and_a_key_needs_one(capsys):
+    args = build_parser().parse_args(["serve", "--certfile", "c.pem", "--keyfile", "k.pem"])
+    assert (args.certfile, args.keyfile, args.no_web) == ("c.pem", "k.pem", False)
+    with pytest.raises(SystemExit):
+        main(["serve", "--keyfile", "k.pem"])
+    assert "--certfile" in capsys.readouterr().err
+
+
+async def test_caption_over_webrtc_end_to_end_with_the_fake_engine(tmp_path):
+    t = np.arange(int(2.5 * SR)) / SR
+    wave = np.where((t % 1.0) < 0.5, 0.3 * np.sin(2 * np.pi * 440 * t), 0.0)
+    path = tmp_path / "tones.wav"
+    write_wav(path, wave.astype(np.float32))
+    job = CaptionJob(
+        file=str(path), url=None, engine=EngineChoice("fake"), fast=False, json_lines=True,
+        vtt=str(tmp_path / "out.vtt"), srt=None, transport="webrtc",
+    )
+    assert await caption(job) == 0
+    vtt = (tmp_path / "out.vtt").read_text()
+    assert vtt.startswith("WEBVTT") and "w0" in vtt and "w2" in vtt

@@ -19,11 +19,10 @@ def test_serve_flags_build_the_operations_config(tmp_path, monkeypatch):
     keys = tmp_path / "keys.json"
     keys.write_text(json.dumps({"keys": [{"id": "web", "secret": "w" * 20, "max_sessions": 3}]}))
     config = operations("--api-key", "ci:abcdefghijklmnop", "--keys-file", str(keys), "--allow-origin", "https://a.example",
-                        "--certfile", "c.pem", "--journal-dir", str(tmp_path), "--journal-fsync", "every",
+                        "--journal-dir", str(tmp_path), "--journal-fsync", "every",
                         "--resume-grace-s", "5", env={"PATCHSTREAM_API_KEYS": "env:zyxwvutsrqponmlk"}, monkeypatch=monkeypatch)
     assert [k.key_id for k in config["auth"].keys] == ["ci", "env", "web"]
     assert config["auth"].keys[2].max_sessions == 3 and config["auth"].allowed_origins == ("https://a.example",)
-    assert str(config["tls"].certfile) == "c.pem" and config["tls"].keyfile is None
     assert config["journal"].fsync == "every" and str(config["journal"].directory) == str(tmp_path)
     assert config["resume_grace_s"] == 5.0
 

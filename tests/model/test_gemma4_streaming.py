@@ -237,3 +237,59 @@ def test_full_cache_grows_evicts_and_rolls_back_by_position():
     cache.prepare(1)
     _, _, pos = cache.update(_kv(8, 1), _kv(8, 1), torch.tensor([8]))
     assert pos.tolist() == [0, 1, 6, 7, 8]
+
+
+def _append(cache, start: int, n: int) -> None:
+    cache.prepare(n)
+    cache.update(_kv(start, n), _kv(start, n), torch.arange(start, start + n))
+    cache.commit(n)
+
+
+def _contents(cache):
+    return cache.k.clone(), cache.v.clone(), cache.pos.clone(), cache.length
+
+
+def _same(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a[:3], b[:3])) and a[3] == b[3]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: RingKVCache(1, 1, 2, window=4, slack=2, dtype=torch.float32, device="cpu"),
+    lambda: FullKVCache(1, 1, 2, capacity=4, dtype=torch.float32, device="cpu"),
+])
+def test_undo_returns_a_cache_exactly_to_where_begin_found_it(make):
+    cache = make()
+    _append(cache, 0, 6)
+    before = _contents(cache)
+    cache.begin()
+    _append(cache, 6, 3)  # past the ring's slack; past the full buffer's capacity (it grows)
+    cache.rollback(7)
+    _append(cache, 7, 8)  # wraps the whole ring
+    cache.prepare(2)
+    cache.update(_kv(15, 2), _kv(15, 2), torch.arange(15, 17))  # written, never committed: a failed forward
+    cache.undo()
+    after = _contents(cache)
+    assert _same(before, after) or (after[0].shape[2] > before[0].shape[2] and torch.equal(
+        after[2][: before[2].numel()], before[2]) and bool((after[2][before[2].numel():] == -1).all()))
+    cache.begin()
+    _append(cache, 6, 1)
+    cache.end()  # kept
+    assert cache.length == 7 and 6 in cache.pos.tolist()
+
+
+def test_a_snapshot_holds_the_stored_entries_and_load_restores_them_in_place():
+    ring = RingKVCache(1, 1, 2, window=4, slack=2, dtype=torch.float32, device="cpu")
+    full = FullKVCache(1, 1, 2, capacity=32, dtype=torch.float32, device="cpu")
+    for cache in (ring, full):
+        _append(cache, 0, 3)
+    snaps = [ring.snapshot(), full.snapshot()]
+    assert [s.pos.tolist() for s in snaps] == [[0, 1, 2], [0, 1, 2]] and snaps[1].k.shape[2] == 3
+    for cache, snap in zip((ring, full), snaps):
+        buffer = cache.k
+        _append(cache, 3, 9)
+        cache.load(snap)
+        assert cache.k is buffer and cache.length == 3
+        assert sorted(p for p in cache.pos.tolist() if p >= 0) == [0, 1, 2]
+        k, _, pos = cache.update(_kv(3, 1), _kv(3, 1), torch.tensor([3]))
+        kept = pos >= 0
+        assert torch.equal(k[0, 0, kept, 0].long(), pos[kept])  # the keys sit beside their positions

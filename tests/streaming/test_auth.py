@@ -30,7 +30,7 @@ from patchstream.streaming.auth import (
     parse_key,
     redact,
 )
-from patchstream.streaming.config import JournalConfig, SchedulerConfig, ServerConfig, TlsConfig
+from patchstream.streaming.config import JournalConfig, SchedulerConfig, ServerConfig
 from patchstream.streaming.server import Server
 from tests.streaming.test_resume import get
 from tests.streaming.test_server import PCM_START, of_type, run_session, tone_pcm, until_ended
@@ -242,7 +242,7 @@ async def test_with_a_certificate_the_server_speaks_tls(tmp_path):
     import numpy as np  # noqa: PLC0415
 
     write_wav(wav, np.frombuffer(tone_pcm(2.0), "<i2").astype(np.float32) / 32768)
-    async with Server(config(tmp_path, tls=TlsConfig(cert, key)), build_engine(EngineChoice("fake"))) as server:
+    async with Server(config(tmp_path, certfile=str(cert), keyfile=str(key)), build_engine(EngineChoice("fake"))) as server:
         assert server.url.startswith("wss://")
         async with connect(server.url, ssl=client, additional_headers=bearer(BOB)) as ws:
             await ws.send(json.dumps(PCM_START))

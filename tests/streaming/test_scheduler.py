@@ -41,6 +41,7 @@ class RecordingEngine:
         self.fail_batched_step = False
         self.gate = None  # a threading.Event the model thread waits on in `step`
         self.fail_step_for: set[str] = set()  # sessions a batched step fails alone (PartialStepError)
+        self.pending_steps: dict[str, int] = {}  # session -> how many more results say `pending`
 
     def open(self, options: SessionOptions) -> str:
         return options.prompt  # the state is the session's name
@@ -59,10 +60,13 @@ class RecordingEngine:
         if self.fail_batched_step and len(states) > 1:
             raise RuntimeError("the batch failed")
         self.calls.append(("step", tuple(states)))
-        results = [
-            EngineError(f"{state}'s frame broke") if state in self.fail_step_for else StepResult(CaptionUpdate(processed_until=1.0))
-            for state in states
-        ]
+        results = []
+        for state in states:
+            left = self.pending_steps.get(state, 0)
+            self.pending_steps[state] = max(0, left - 1)
+            results.append(StepResult(CaptionUpdate(processed_until=1.0), pending=left > 0))
+        results = [EngineError(f"{state}'s frame broke") if state in self.fail_step_for else result
+                   for state, result in zip(states, results)]
         if self.fail_step_for & set(states):
             raise PartialStepError(results)
         return results
@@ -249,3 +253,37 @@ async def test_control_reaches_the_engine_on_the_model_thread(make):
     slot, _ = await open_slot(scheduler, "a")
     await scheduler.control(slot, SessionControl(prompt="Patchstream"))
     assert engine.calls == [("control", "a", SessionControl(prompt="Patchstream"))]
+
+
+async def test_a_session_whose_engine_reports_pending_is_stepped_again_without_new_media(make):
+    engine = RecordingEngine(max_batch=2)
+    engine.pending_steps = {"a": 2}  # two results ask for another step
+    scheduler = await make(engine)
+    (a, sink_a), (b, sink_b) = await open_slot(scheduler, "a"), await open_slot(scheduler, "b")
+    await scheduler.start()
+    scheduler.submit(a, chunk(0))
+    await sink_a.wait(lambda: len(sink_a.results) == 3)
+    assert [r.pending for r in sink_a.results] == [True, True, False]
+    scheduler.submit(b, chunk(0))  # once a step says nothing is pending, "a" is not stepped again
+    await sink_b.wait(lambda: sink_b.results)
+    steps = [call[1] for call in engine.calls if call[0] == "step"]
+    assert steps == [("a",), ("a",), ("a",), ("b",)]
+    assert len([call for call in engine.calls if call[0] == "feed"]) == 2  # one chunk each: no media invented
+
+
+async def test_a_session_always_pending_never_starves_another(make):
+    engine = RecordingEngine(max_batch=1)
+    engine.pending_steps = {"a": 10**9}
+    scheduler = await make(engine)
+    (a, sink_a), (b, sink_b) = await open_slot(scheduler, "a"), await open_slot(scheduler, "b")
+    await scheduler.start()
+    scheduler.submit(a, chunk(0))
+    await sink_a.wait(lambda: len(sink_a.results) >= 2)  # "a" is being re-stepped on its own
+    steps_before = len([call for call in engine.calls if call[0] == "step"])
+    scheduler.submit(b, chunk(0))
+    await sink_b.wait(lambda: sink_b.results)
+    steps = [call[1] for call in engine.calls if call[0] == "step"]
+    first_b = steps.index(("b",))
+    assert first_b >= 2 and all(step == ("a",) for step in steps[:first_b])
+    # "b" goes at the first step picked after its media arrived (one step of "a" may have been under way).
+    assert first_b <= steps_before + 1
