@@ -153,7 +153,7 @@ codec_garbage = st.tuples(
 )
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(sequence=st.lists(messages, max_size=8), started=st.booleans())
 def test_the_server_answers_hostile_messages_with_documented_errors(live_server, sequence, started):
     events = asyncio.run(exchange(live_server.url, sequence, started))
@@ -184,3 +184,49 @@ def test_garbage_declared_as_ogg_gets_decode_failed(live_server):
     start = json.dumps({"type": "start", "audio": {"encoding": "container", "container": "ogg"}})
     events = asyncio.run(exchange(live_server.url, [start, b"\x01" * 3000, json.dumps({"type": "stop"})], False))
     assert [e.get("code") for e in events if e["type"] == "error"] == ["decode_failed"] and events[-1]["type"] == "ended"
+
+
+# --- the foreign protocols' adapters (Twilio, AudioHook, OpenAI Realtime) ----------------------------
+
+ADAPTER_PATHS = ("/v1/twilio", "/v1/audiohook", "/v1/realtime?intent=transcription")
+foreign = st.one_of(
+    st.builds(lambda event, extra: json.dumps({"event": event, **extra}),
+              st.sampled_from(["connected", "start", "media", "mark", "stop", "dtmf", 3, None]),
+              st.dictionaries(st.sampled_from(["start", "media", "streamSid", "sequenceNumber"]), json_values, max_size=3)),
+    st.builds(lambda kind, extra: json.dumps({"type": kind, **extra}),
+              st.sampled_from(["open", "ping", "close", "pause", "update", "input_audio_buffer.append",
+                               "input_audio_buffer.commit", "transcription_session.update", "session.update", ""]),
+              st.dictionaries(st.sampled_from(["audio", "parameters", "id", "seq", "session", "version", "position"]),
+                              json_values, max_size=3)),
+    messages,
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(ADAPTER_PATHS), sequence=st.lists(foreign, max_size=6))
+def test_the_protocol_adapters_survive_hostile_input(live_server, path, sequence):
+    from patchstream.streaming.adapters.routes import PATHS  # noqa: PLC0415
+
+    assert path.split("?")[0] in PATHS
+    url = live_server.url.replace("/v1/stream", path)
+    replies = asyncio.run(exchange_raw(url, sequence))
+    for reply in replies:  # each in its protocol's own JSON, never a server bug
+        assert "internal_error" not in reply and "Traceback" not in reply
+
+
+async def exchange_raw(url: str, sequence: list) -> list[str]:
+    replies = []
+    async with connect(url, max_size=None) as ws:
+        try:
+            for message in sequence:
+                await ws.send(message)
+            while True:
+                async with asyncio.timeout(0.2):
+                    reply = await ws.recv()
+                replies.append(reply if isinstance(reply, str) else reply.decode("latin-1"))
+        except TimeoutError:
+            pass
+        except Exception as error:  # noqa: BLE001 - closed by the server: the adapter refused the input
+            if "ConnectionClosed" not in type(error).__name__:
+                raise
+    return replies
