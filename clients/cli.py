@@ -46,6 +46,7 @@ from patchstream.streaming.app import (
     EngineError,
     LimitsConfig,
     ServerConfig,
+    load_assist_file,
 )
 from patchstream.streaming.app import run as run_server
 from patchstream.streaming.app import run_until_complete, serve_in_process
@@ -122,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-backlog-s", type=float, default=LimitsConfig.max_backlog_s,
         help="seconds of audio a session may queue before the oldest is dropped (default %(default)s)",
+    )
+    serve.add_argument(
+        "--assist-config", metavar="FILE",
+        help="agent assist every session gets: a JSON object like `start`'s `assist` (docs/protocol.md)",
     )
     serve.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error"),
@@ -221,7 +226,12 @@ def _serve_command(args: argparse.Namespace) -> int:
     )
     limits = LimitsConfig(max_sessions=args.max_sessions, max_backlog_s=args.max_backlog_s)
     try:
-        run_server(ServerConfig(host=args.host, port=args.port, limits=limits), _engine_choice(args))
+        assist = load_assist_file(args.assist_config) if args.assist_config else ServerConfig().assist
+    except ValueError as error:
+        print(f"patchstream: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        run_server(ServerConfig(host=args.host, port=args.port, limits=limits, assist=assist), _engine_choice(args))
     except (EngineError, OSError) as error:  # no model, or the port is taken
         print(f"patchstream: {error}", file=sys.stderr)
         return EXIT_FAILED

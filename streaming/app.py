@@ -4,7 +4,8 @@ It is the server's public face for launchers, and the only server module `client
 import: `run` is what `patchstream serve` calls; `serve_in_process` is what the CLI client and
 the benchmarks use to get a private server inside their own event loop; `run_until_complete` is
 the one uvloop runner of the project; and it names what a launcher configures (`ServerConfig`,
-`LimitsConfig`, `EngineChoice`, `ENGINE_NAMES`, `BUNDLED_MODELS`, `VISION_PARTS`, `EngineError`).
+`LimitsConfig`, `EngineChoice`, `ENGINE_NAMES`, `BUNDLED_MODELS`, `VISION_PARTS`, `EngineError`,
+and `load_assist_file` for `--assist-config`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import AsyncIterator, Coroutine, TypeVar
 
 from patchstream.model.api import EngineChoice, EngineError
 from patchstream.model.engines import BUNDLED_MODELS, ENGINES, VISION_PARTS, build_engine
+from patchstream.streaming.assist.config import load_assist_file
 from patchstream.streaming.config import LimitsConfig, ServerConfig
 from patchstream.streaming.server import Server
 
-__all__ = ["BUNDLED_MODELS", "ENGINE_NAMES", "VISION_PARTS", "EngineChoice", "EngineError", "LimitsConfig", "ServerConfig", "run", "run_until_complete", "serve_in_process"]
+__all__ = ["BUNDLED_MODELS", "ENGINE_NAMES", "VISION_PARTS", "EngineChoice", "EngineError", "LimitsConfig", "ServerConfig", "load_assist_file", "run", "run_until_complete", "serve_in_process"]
 
 ENGINE_NAMES = tuple(sorted(ENGINES))  # what `--engine` accepts
 T = TypeVar("T")

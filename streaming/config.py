@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from patchstream.streaming.assist.config import AssistConfig
+
 
 @dataclass(frozen=True)
 class LimitsConfig:
@@ -43,3 +45,4 @@ class ServerConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     shutdown_grace_s: float = 5.0  # on shutdown, time sessions get to flush their finals
     decode_threads: int = 2  # worker threads for PyAV decoding (kept off the event loop)
+    assist: AssistConfig = field(default_factory=AssistConfig)  # agent assist every session gets (`--assist-config`)

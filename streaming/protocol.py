@@ -59,6 +59,7 @@ class ErrorCode(enum.StrEnum):
     IMAGE_TOO_LARGE = "image_too_large"
     FRAME_RATE_EXCEEDED = "frame_rate_exceeded"
     UNSUPPORTED_CONTROL = "unsupported_control"
+    ASSIST_FAILED = "assist_failed"
 
 
 # A `start` that cannot be served ends the session; other bad control messages are only rejected.
@@ -221,6 +222,7 @@ class StartMessage:
     video: VideoFormat | None = None  # the video the client will send; None = audio only
     interpretations: tuple[str, ...] | None = None  # interpretation kinds wanted; None = all the engine offers
     instruction: str = ""  # what to interpret beside captions, for engines that take instructions
+    assist: dict | bool | None = None  # agent assist options as sent; streaming/assist/config.py validates them
 
 
 @dataclass(frozen=True)
@@ -322,7 +324,18 @@ def _parse_start(message: dict) -> StartMessage:
         video=video,
         interpretations=_kinds(message, ErrorCode.BAD_START),
         instruction=_text(message, "instruction", ErrorCode.BAD_START, MAX_INSTRUCTION_CHARS) or "",
+        assist=_assist(message),
     )
+
+
+def _assist(message: dict) -> dict | bool | None:
+    value = message.get("assist")
+    _require(
+        value is None or isinstance(value, (dict, bool)),
+        ErrorCode.BAD_START,
+        "`assist` must be true, false or an object of agent assist options",
+    )
+    return value
 
 
 def _parse_frame(message: dict) -> FrameMessage:
@@ -384,6 +397,8 @@ def control_to_json(message: ControlMessage) -> str:
         payload["interpretations"] = list(message.interpretations)
     if message.instruction:
         payload["instruction"] = message.instruction
+    if message.assist is not None:
+        payload["assist"] = message.assist
     payload.update(interim_results=message.interim_results, stats=message.stats)
     return json.dumps(payload)
 
@@ -448,6 +463,8 @@ class InterpretationPartial:
     start: float  # media seconds of the first media it covers
     end: float  # media seconds of the last media it covers
     frame_times: tuple[float, ...] = ()  # media seconds of the video frames it was made from
+    channel: str | None = None  # the audio channel it reads (agent assist); None: not sent
+    data: dict | None = None  # the kind's structured fields (agent assist: score, intent, ...); None: not sent
     type: str = "interpretation.partial"
 
 
@@ -461,6 +478,8 @@ class InterpretationFinal:
     start: float  # media seconds of the first media it covers
     end: float  # media seconds of the last media it covers
     frame_times: tuple[float, ...] = ()  # media seconds of the video frames it was made from
+    channel: str | None = None  # the audio channel it reads (agent assist); None: not sent
+    data: dict | None = None  # the kind's structured fields (agent assist: score, intent, ...); None: not sent
     type: str = "interpretation.final"
 
 
@@ -522,8 +541,10 @@ def _rounded(value):
 
 
 def to_json(event: Event) -> str:
-    """The wire form of an event: one JSON object with a `type` field."""
-    return json.dumps(_rounded(asdict(event)), separators=(",", ":"), ensure_ascii=False)
+    """The wire form of an event: one JSON object with a `type` field (optional fields that are
+    None are left out)."""
+    fields = {key: value for key, value in asdict(event).items() if value is not None}
+    return json.dumps(_rounded(fields), separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,10 @@ from patchstream.streaming.config import LimitsConfig, SchedulerConfig
 from patchstream.streaming.decode import AudioDecoder, DecodeError, VideoOptions
 from patchstream.streaming.protocol import CodedError, Ended, ErrorCode, to_json
 from patchstream.streaming.scheduler import Scheduler, SessionSlot
+from patchstream.streaming.assist.service import AssistService
 from patchstream.streaming.session_protocol import (
     Action,
+    Assist,
     Close,
     Control,
     Decode,
@@ -51,6 +53,9 @@ log = logging.getLogger(__name__)
 MEDIA_QUEUE_FRAMES = 32  # binary frames (audio bytes or images) waiting for decode; a full queue stops reading the socket
 END_OF_MEDIA = None  # media-queue marker: no more bytes
 CLOSE_TIMEOUT_S = 5.0  # the websocket closing handshake; then the transport is aborted
+# Assist work waiting for the assist thread (one per final caption, ~1 ms each). Past this the
+# analysis of a new caption is skipped (the caption itself is sent); the summary is never skipped.
+ASSIST_BACKLOG = 256
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class SessionContext:
     limits: LimitsConfig  # bounds of one session
     scheduler_config: SchedulerConfig  # the stats period
     engine_spec: EngineSpec  # what the engine takes and is called
+    assist: AssistService | None = None  # agent assist (streaming/assist/); None: not offered
 
 
 class Session:
@@ -73,7 +79,12 @@ class Session:
         self.ctx = context
         loop = asyncio.get_running_loop()
         self.protocol = SessionProtocol(
-            context.session_id, context.engine_spec, context.limits, context.scheduler_config.stats_interval_s, loop.time()
+            context.session_id,
+            context.engine_spec,
+            context.limits,
+            context.scheduler_config.stats_interval_s,
+            loop.time(),
+            assist=context.assist.open if context.assist is not None else None,
         )
         self._chunker = AudioChunker(ChunkerConfig.for_engine(context.engine_spec))
         self._decoder: AudioDecoder | None = None
@@ -90,6 +101,7 @@ class Session:
         # (latest wins), so a client flooding `control` costs one engine call at a time.
         self._pending_control: SessionControl | None = None
         self._controlling: asyncio.Task | None = None  # applies the pending control on the model thread
+        self._assist_work: asyncio.Queue[Assist] = asyncio.Queue()  # bounded by ASSIST_BACKLOG in `_apply`
 
     def request_shutdown(self) -> None:
         """The server is stopping: the protocol says so and finishes like on `stop`."""
@@ -103,6 +115,7 @@ class Session:
             asyncio.create_task(self._guarded(self._receive()), name=f"{name}-recv"),
             asyncio.create_task(self._guarded(self._media_loop()), name=f"{name}-media"),
             asyncio.create_task(self._guarded(self._tick_loop()), name=f"{name}-tick"),
+            asyncio.create_task(self._guarded(self._assist_loop()), name=f"{name}-assist"),
         ]
         sender = asyncio.create_task(self._guarded(self._send_loop()), name=f"{name}-send")
         try:
@@ -131,6 +144,9 @@ class Session:
                 self._pending_control = action.control if waiting is None else waiting.then(action.control)
                 if self._controlling is None or self._controlling.done():
                     self._controlling = asyncio.create_task(self._control(), name=f"{self.ctx.session_id}-control")
+            elif isinstance(action, Assist):
+                if action.last or self._assist_work.qsize() < ASSIST_BACKLOG:
+                    self._assist_work.put_nowait(action)
             elif isinstance(action, Close):
                 self._client_gone = self._client_gone or action.client_gone
                 self._closing.set()
@@ -257,6 +273,19 @@ class Session:
         if data is END_OF_MEDIA:
             return [c for audio in self._decoder.flush() for c in self._chunker.push(audio)] + self._chunker.flush()
         return [chunk for audio in self._decoder.decode(data) for chunk in self._chunker.push(audio)]
+
+    async def _assist_loop(self) -> None:
+        """Agent assist's work, in caption order, on the assist thread; a failure costs only assist."""
+        loop = asyncio.get_running_loop()
+        while True:
+            action = await self._assist_work.get()
+            try:
+                events = await loop.run_in_executor(self.ctx.assist.executor, action.work)
+            except Exception as error:  # noqa: BLE001 - reported to this session; captions go on
+                log.warning("session %s: agent assist failed: %s", self.ctx.session_id, type(error).__name__)
+                self._apply(self.protocol.assist_failed(error, action.last))
+                continue
+            self._apply(self.protocol.assisted(events, action.last))
 
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()

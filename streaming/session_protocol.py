@@ -18,8 +18,9 @@ events, and ends the session.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from patchstream.model.api import (
     AudioChunk,
@@ -39,6 +40,8 @@ from patchstream.streaming.outbox import Outbox, OutboxOverflow
 from patchstream.streaming.policy import CaptionPolicy, CaptionPolicyConfig, interpretation_event
 from patchstream.streaming.protocol import (
     FATAL_START_ERRORS,
+    CaptionFinal,
+    CaptionPartial,
     CodedError,
     ControlUpdate,
     Ended,
@@ -113,6 +116,15 @@ class FinishMedia:
 
 
 @dataclass(frozen=True)
+class Assist:
+    """Run `work` off the event loop (agent assist's thread), after the assist work before it; then
+    call `assisted` with its events (or `assist_failed`)."""
+
+    work: Callable[[], list[Event]]  # blocking: embeds and scores text
+    last: bool = False  # the summary: `ended` waits for it
+
+
+@dataclass(frozen=True)
 class Close:
     """Stop all work, release the decoder and engine session, send what the outbox holds
     (`ended` is last) unless the client is gone, then close the websocket."""
@@ -120,14 +132,26 @@ class Close:
     client_gone: bool = False  # nothing can be sent: close without draining
 
 
-Action = Open | Decode | DecodeFrame | Submit | Control | FinishMedia | Close
+Action = Open | Decode | DecodeFrame | Submit | Control | FinishMedia | Assist | Close
 
 
 class SessionProtocol:
     """One session's protocol state. Every input method returns the actions it leads to."""
 
-    def __init__(self, session_id: str, engine: EngineSpec, limits: LimitsConfig, stats_interval_s: float, now: float):
+    def __init__(
+        self,
+        session_id: str,
+        engine: EngineSpec,
+        limits: LimitsConfig,
+        stats_interval_s: float,
+        now: float,
+        assist: Callable[[object], object] | None = None,
+    ):
         self.session_id = session_id
+        # Agent assist: `start.assist` → the session's assistant (streaming/assist/), or None.
+        self._open_assist = assist
+        self._assistant = None  # a CallAssistant once `start` asked for one
+        self._assist_failed = False  # analyses stopped after a failure; redaction goes on
         self.phase = Phase.AWAITING_START
         self._engine = engine
         self._limits = limits
@@ -204,6 +228,13 @@ class SessionProtocol:
         unknown = self._unknown_kinds(start.interpretations)
         if unknown:
             return self._fail(ErrorCode.BAD_START, unknown)
+        if start.assist is not None or self._open_assist is not None:
+            if self._open_assist is None:
+                return self._fail(ErrorCode.BAD_START, "this server offers no agent assist")
+            try:
+                self._assistant = self._open_assist(start.assist)
+            except ValueError as error:
+                return self._fail(ErrorCode.BAD_START, str(error))
         self._start = start
         self.phase = Phase.OPENING
         if start.video is not None:
@@ -361,7 +392,8 @@ class SessionProtocol:
             return []
         self._processed_s = max(self._processed_s, result.processed_until)
         self._frames_dropped_by_engine += result.dropped_frames
-        return self._send(*self._policy.update(result.captions), *map(interpretation_event, result.interpretations))
+        captions, analyses = self._assisted(self._policy.update(result.captions))
+        return self._send(*captions, *map(interpretation_event, result.interpretations)) + analyses
 
     def engine_failed(self, error: Exception) -> list[Action]:
         return self._fail(ErrorCode.ENGINE_ERROR, f"the model failed on this session's audio: {error}")
@@ -371,8 +403,45 @@ class SessionProtocol:
         if self.phase is not Phase.FINISHING:
             return []
         self._processed_s = max(self._processed_s, result.processed_until)
-        events = [*self._policy.finish(result.captions), *map(interpretation_event, result.interpretations)]
-        return self._send(*events) + self._end(self._reason)
+        captions, analyses = self._assisted(self._policy.finish(result.captions))
+        actions = self._send(*captions, *map(interpretation_event, result.interpretations))
+        if self._assistant is not None and self._assistant.config.analyses and not self._assist_failed:
+            return actions + analyses + [Assist(self._assistant.summarize, last=True)]  # `ended` after the summary
+        return actions + self._end(self._reason)
+
+    # -- agent assist (streaming/assist/): the one place captions pass through it ----------------
+
+    def _assisted(self, events: Sequence[Event]) -> tuple[list[Event], list[Action]]:
+        """Captions with PII masked before they are queued (on the loop: cheap), and the analyses
+        of the finals for the assist thread. A redaction bug raises: the session fails closed."""
+        if self._assistant is None:
+            return list(events), []
+        out: list[Event] = []
+        analyses: list[Action] = []
+        for event in events:
+            if isinstance(event, (CaptionPartial, CaptionFinal)):
+                event = self._assistant.caption(event)
+                if isinstance(event, CaptionFinal) and self._assistant.config.analyses and not self._assist_failed:
+                    analyses.append(Assist(functools.partial(self._assistant.analyze, event)))
+            out.append(event)
+        return out, analyses
+
+    def assisted(self, events: Sequence[Event], last: bool = False) -> list[Action]:
+        """Assist events are ready; after the summary (`last`) the session ends."""
+        if self.phase not in (Phase.STREAMING, Phase.FINISHING):
+            return []
+        actions = self._send(*events)
+        return actions + self._end(self._reason) if last and self.phase is Phase.FINISHING else actions
+
+    def assist_failed(self, error: Exception, last: bool = False) -> list[Action]:
+        """Assist failed on this session: say so once, stop analysing; captions (still redacted) go on."""
+        if self.phase not in (Phase.STREAMING, Phase.FINISHING):
+            return []
+        actions = [] if self._assist_failed else self._error(
+            ErrorCode.ASSIST_FAILED, f"agent assist failed and is off for this session: {type(error).__name__}"
+        )
+        self._assist_failed = True
+        return actions + self._end(self._reason) if last and self.phase is Phase.FINISHING else actions
 
     # -- clock and lifecycle ---------------------------------------------------------------------
 
@@ -445,7 +514,10 @@ class SessionProtocol:
             return []
         events: list[Event] = []
         if self._policy is not None:
-            events += self._policy.finish(CaptionUpdate())  # committed words always reach a final
+            try:
+                events += self._assisted(self._policy.finish(CaptionUpdate()))[0]  # committed words always reach a final
+            except Exception:  # noqa: BLE001 - redaction failed: the words are dropped, never sent unmasked
+                pass
         self._reason = EndedReason.for_error(code)
         self.phase = Phase.ENDED  # before sending: an overflow now must not fail again
         self._send(*events, Error(code, message, fatal=True))

@@ -26,7 +26,7 @@ def drain(protocol: SessionProtocol) -> list[dict]:
     """The events queued so far, as the client would read them."""
     events = []
     while (event := protocol.next_event()) is not None:
-        events.append({key: value for key, value in vars(event).items()})
+        events.append({key: value for key, value in vars(event).items() if value is not None})  # None: not sent
     return events
 
 
