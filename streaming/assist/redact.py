@@ -41,10 +41,13 @@ _ZERO_LETTERS = ("oh", "o")  # zero only inside a run: "oh" alone is an interjec
 _REPEATS = {"double": 2, "triple": 3}  # "double five" = 55, as people read numbers aloud
 _DASHES = ("dash", "hyphen")  # spoken separators inside a digit run
 _SSN_CUES = ("social", "security", "ssn", "ss")
+_EMAIL_CUES = frozenset({"email", "e-mail", "mail", "address"})
 _CUE_WINDOW = 5  # words before a 9-digit run searched for an SSN cue
 # A written digit group: digits with -, ., ( ) or a leading + between them, nothing else. Times
 # (3:30), dates (1/2), amounts ($5, 1,250) and decimals (12.50) are not groups.
-_GROUP = re.compile(r"^\+?\(?\d[\d\-.()]*$")
+# Whisper also splits a number's separators onto the next word ("555 -123 -4 ,567"): a leading
+# dash, comma or dot is a separator too.
+_GROUP = re.compile(r"^[\-,.]?\+?\(?\d[\d\-.()]*$")
 _DECIMAL = re.compile(r"^\d+\.\d{1,2}$")
 _EMAIL = re.compile(r"^[\w.+\-]+@[\w\-]+(\.[\w\-]+)+$")
 _DOMAIN = re.compile(r"^[a-z0-9\-]+(\.[a-z0-9\-]+)+$")
@@ -162,11 +165,18 @@ def _classify(digits: str, groups: list[str], plus: bool, cue: bool, spoken: boo
     return None
 
 
+def _is_split_tld(tokens: list[_Token], index: int) -> bool:
+    """A word like ".com" or ".co.uk" (Whisper puts a heard "dot com" on its own)."""
+    return index < len(tokens) and tokens[index].core.startswith(".") and tokens[index].core.rsplit(".", 1)[-1] in _TLDS
+
+
 def _email_spans(tokens: list[_Token], open_end: bool) -> list[_Span]:
     spans = []
     for index, token in enumerate(tokens):
         if _EMAIL.match(token.core):
             spans.append(_Span(index, index, "email"))
+        elif _is_split_tld(tokens, index + 1) and token.core.isalnum() and _EMAIL_CUES & {t.core for t in tokens[max(0, index - _CUE_WINDOW):index]}:
+            spans.append(_Span(index, index + 1, "email"))  # "my email is jainnetgmail .com": the "@" was lost
     for at, token in enumerate(tokens):
         if token.core != "at" or at == 0 or token.trailing:
             continue
@@ -194,6 +204,8 @@ def _spoken_domain_end(tokens: list[_Token], index: int, open_end: bool) -> int 
         end += 2
         if tokens[end].core in _TLDS:
             last = end
+    if last is None and _is_split_tld(tokens, end + 1):
+        last = end + 1  # "example .com": Whisper's way of writing a dot it heard
     if last is None and open_end and tokens[-1].core == "dot" and len(tokens) - 1 == end + 1:
         return len(tokens) - 1  # "john at gmail dot" while the partial is still growing
     if last is None and open_end and end > index and end == len(tokens) - 1:
