@@ -41,8 +41,10 @@ _ZERO_LETTERS = ("oh", "o")  # zero only inside a run: "oh" alone is an interjec
 _REPEATS = {"double": 2, "triple": 3}  # "double five" = 55, as people read numbers aloud
 _DASHES = ("dash", "hyphen")  # spoken separators inside a digit run
 _SSN_CUES = ("social", "security", "ssn", "ss")
+# Words that announce a personal number: six digits or more after one are masked.
+_NUMBER_CUES = frozenset({*_SSN_CUES, "number", "phone", "card", "account", "pin", "code", "id", "passcode", "password", "member", "policy"})
 _EMAIL_CUES = frozenset({"email", "e-mail", "mail", "address"})
-_CUE_WINDOW = 5  # words before a 9-digit run searched for an SSN cue
+_CUE_WINDOW = 5  # words before a digit run searched for a cue
 # A written digit group: digits with -, ., ( ) or a leading + between them, nothing else. Times
 # (3:30), dates (1/2), amounts ($5, 1,250) and decimals (12.50) are not groups.
 # Whisper also splits a number's separators onto the next word ("555 -123 -4 ,567"): a leading
@@ -147,27 +149,30 @@ def _digit_runs(tokens: list[_Token]) -> list[tuple[int, int, list[str]]]:
     return runs
 
 
-def _classify(digits: str, groups: list[str], plus: bool, cue: bool, spoken: bool) -> str | None:
+def _classify(digits: str, groups: list[str], plus: bool, cue: frozenset[str], spoken: bool) -> str | None:
     """What a finished run of digits is, or None for an ordinary number. `spoken`: read out digit
-    by digit, so its grouping says nothing and seven digits are a local phone number."""
+    by digit. `cue`: the words just before that announce a number ("social", "account", ...)."""
     count = len(digits)
     if 13 <= count <= 19 and luhn_valid(digits):
         return "card"
-    if count == 9 and ([len(g) for g in groups] == [3, 2, 4] or cue):
+    if count == 9 and ([len(g) for g in groups] == [3, 2, 4] or cue & set(_SSN_CUES)):
         return "ssn"
     if plus and 8 <= count <= 15:
         return "phone"
-    shape = [len(group) for group in groups]
-    if count == 10 or (count == 11 and digits[0] == "1") or shape in ([3, 4], [3, 3, 4]) or (spoken and count == 7):
-        return "phone"
-    if count >= LONG_ID_DIGITS:
+    if count == 10 or (count == 11 and digits[0] == "1") or (count == 7 and (spoken or len(groups) > 1)):
+        return "phone"  # seven digits read in groups are a local number ("-123 -4 ,567" too)
+    if count >= LONG_ID_DIGITS or (cue and count >= OPEN_RUN_DIGITS):
         return "number"
     return None
 
 
-def _is_split_tld(tokens: list[_Token], index: int) -> bool:
-    """A word like ".com" or ".co.uk" (Whisper puts a heard "dot com" on its own)."""
-    return index < len(tokens) and tokens[index].core.startswith(".") and tokens[index].core.rsplit(".", 1)[-1] in _TLDS
+def _split_domain_end(tokens: list[_Token], index: int) -> int | None:
+    """The last of the words from `index` on that start with a dot and end in a top-level domain
+    (".com", ".gmail .com": Whisper puts a heard "dot com" on a word of its own), or None."""
+    end = index
+    while end < len(tokens) and tokens[end].core.startswith(".") and len(tokens[end].core) > 1:
+        end += 1
+    return end - 1 if end > index and tokens[end - 1].core.rsplit(".", 1)[-1] in _TLDS else None
 
 
 def _email_spans(tokens: list[_Token], open_end: bool) -> list[_Span]:
@@ -175,8 +180,13 @@ def _email_spans(tokens: list[_Token], open_end: bool) -> list[_Span]:
     for index, token in enumerate(tokens):
         if _EMAIL.match(token.core):
             spans.append(_Span(index, index, "email"))
-        elif _is_split_tld(tokens, index + 1) and token.core.isalnum() and _EMAIL_CUES & {t.core for t in tokens[max(0, index - _CUE_WINDOW):index]}:
-            spans.append(_Span(index, index + 1, "email"))  # "my email is jainnetgmail .com": the "@" was lost
+        elif _EMAIL_CUES & {t.core for t in tokens[max(0, index - _CUE_WINDOW):index]}:
+            # After "my email is": "jainnetgmail .com", "jane .gmail .com", "jane.gmail.com" (the "@" lost).
+            end = _split_domain_end(tokens, index + 1)
+            if end is not None and token.core.replace(".", "").isalnum():
+                spans.append(_Span(index, end, "email"))
+            elif _DOMAIN.match(token.core) and token.core.rsplit(".", 1)[-1] in _TLDS:
+                spans.append(_Span(index, index, "email"))
     for at, token in enumerate(tokens):
         if token.core != "at" or at == 0 or token.trailing:
             continue
@@ -204,8 +214,8 @@ def _spoken_domain_end(tokens: list[_Token], index: int, open_end: bool) -> int 
         end += 2
         if tokens[end].core in _TLDS:
             last = end
-    if last is None and _is_split_tld(tokens, end + 1):
-        last = end + 1  # "example .com": Whisper's way of writing a dot it heard
+    if last is None:
+        last = _split_domain_end(tokens, end + 1)  # "example .com": Whisper's way of writing a dot it heard
     if last is None and open_end and tokens[-1].core == "dot" and len(tokens) - 1 == end + 1:
         return len(tokens) - 1  # "john at gmail dot" while the partial is still growing
     if last is None and open_end and end > index and end == len(tokens) - 1:
@@ -245,7 +255,7 @@ class Redactor:
             touches_end = last == len(tokens) - 1 and open_end
             prefix = self._carry if first == 0 else ""
             plus = texts[first].lstrip("(").startswith("+") or (first > 0 and tokens[first - 1].core == "plus")
-            cue = any(t.core in _SSN_CUES for t in tokens[max(0, first - _CUE_WINDOW):first])
+            cue = _NUMBER_CUES & {t.core for t in tokens[max(0, first - _CUE_WINDOW):first]}
             spoken = any(t.spoken for t in tokens[first:last + 1])
             kind = _classify(prefix + digits, groups, plus, cue, spoken) if prefix else None
             kind = kind or _classify(digits, groups, plus, cue, spoken)

@@ -36,10 +36,14 @@ def redact(text: str, final: bool = True, kinds=KINDS) -> str:
         ("Write to jane at gmail.com.", "Write to [email]."),
         ("My email is jainnetgmail .com", "My email is [email]"),
         ("My email is going at email .com", "My email is [email]"),
+        ("My email is jane .gmail .com This is terrible.", "My email is [email] This is terrible."),
+        ("My email is jane.gmail.com.", "My email is [email]."),
         ("My social is 123-45-6789.", "My social is [ssn]."),
         ("Social security number 123456789.", "Social security number [ssn]."),
         ("My social security number is 123 -45 6 ,700", "My social security number is [ssn]"),
         ("My account number is 12345678.", "My account number is [number]."),
+        ("My order number is 334 812.", "My order number is [number]."),
+        ("My phone number is -123 -4 ,567.", "My phone number is [phone]."),  # Whisper lost the area code
         ("The card ends in 4111 1111 1111 1112.", "The card ends in [number]."),  # fails Luhn: a misheard card
     ],
 )
