@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from patchstream.model.api import Engine, EngineError
+from patchstream.model.api import Engine, EngineError, TextModels
 from patchstream.model.engines import build_text_models
 from patchstream.streaming.assist.service import ASSIST_THREADS, AssistService
 from patchstream.streaming.config import ServerConfig
@@ -30,9 +30,10 @@ log = logging.getLogger(__name__)
 class Server:
     """Serves the native protocol for one engine."""
 
-    def __init__(self, config: ServerConfig, engine: Engine):
+    def __init__(self, config: ServerConfig, engine: Engine, text_models: TextModels | None = None):
         self.config = config
         self.engine = engine
+        self._text_models = text_models  # agent assist's models; None: loaded at start-up
         self.scheduler = Scheduler(engine, config.scheduler)
         self._decode_executor = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
         self._assist_executor = ThreadPoolExecutor(ASSIST_THREADS, thread_name_prefix="assist")
@@ -58,7 +59,9 @@ class Server:
     async def __aenter__(self) -> "Server":
         await self.scheduler.start()
         await self.scheduler.warm_up()
-        models = await asyncio.get_running_loop().run_in_executor(self._assist_executor, build_text_models)
+        models = self._text_models or await asyncio.get_running_loop().run_in_executor(
+            self._assist_executor, build_text_models
+        )
         try:
             self._assist = AssistService(self.config.assist, models, self._assist_executor)
         except ValueError as error:  # `--assist-config` asks for a model the `assist` extra would bring

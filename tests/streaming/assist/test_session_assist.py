@@ -4,15 +4,21 @@ final's analysis is handed to the shell as work for the assist thread, the summa
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
+from websockets.asyncio.client import connect
 
-from patchstream.model.api import CaptionUpdate, EngineSpec, StepResult, TextModels, Word
-from patchstream.streaming.assist.service import AssistService
+from patchstream.model.api import CaptionUpdate, EngineChoice, EngineSpec, StepResult, TextModels, Word
+from patchstream.model.engines import build_engine
 from patchstream.streaming.assist.config import AssistConfig
-from patchstream.streaming.config import LimitsConfig
+from patchstream.streaming.assist.service import AssistService
+from patchstream.streaming.config import LimitsConfig, ServerConfig
+from patchstream.streaming.server import Server
 from patchstream.streaming.session_protocol import Assist, Close, FinishMedia, SessionProtocol
 
 AUDIO = {"encoding": "pcm_s16le", "sample_rate": 16_000, "channels": 1}
@@ -136,3 +142,55 @@ def test_a_session_without_an_assist_service_refuses_the_option():
     protocol = SessionProtocol("s-test", EngineSpec("fake"), LimitsConfig(), 2.0, 0.0)
     protocol.receive_text(json.dumps({"type": "start", "audio": AUDIO, "assist": True}), 0.0)
     assert drain(protocol)[0]["message"] == "this server offers no agent assist"
+
+
+# --- over the real server (fake engine): threads and isolation -------------------------------
+
+
+class RecordingSentiment:
+    """Remembers the thread each call ran on; raises for sessions whose words it is told to."""
+
+    name = "recording"
+
+    def __init__(self):
+        self.threads: set[str] = set()
+
+    def polarity(self, text: str) -> float:
+        self.threads.add(threading.current_thread().name)
+        raise RuntimeError("this model is broken")
+
+
+def bursts(count: int) -> bytes:
+    """`count` 0.3 s tone bursts 0.5 s apart: the fake engine's words w0, w1, ..."""
+    rate = 16_000
+    t = np.arange(int(0.3 * rate)) / rate
+    burst = (0.5 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2").tobytes()
+    silence = bytes(2 * int(0.5 * rate))
+    return (burst + silence) * count
+
+
+async def session_events(url: str, assist: dict) -> list[dict]:
+    async with connect(url) as ws:
+        await ws.send(json.dumps({"type": "start", "audio": AUDIO, "stats": False, "assist": assist}))
+        pcm = bursts(4)
+        for offset in range(0, len(pcm), 3_200):
+            await ws.send(pcm[offset:offset + 3_200])
+        await ws.send(STOP)
+        return [json.loads(message) async for message in ws]
+
+
+async def test_assist_runs_on_its_thread_and_a_failure_stays_in_its_session():
+    sentiment = RecordingSentiment()
+    models = TextModels(None, sentiment, "no embedder in this test")
+    async with Server(ServerConfig(port=0), build_engine(EngineChoice("fake")), text_models=models) as server:
+        failing, healthy = await asyncio.gather(
+            session_events(server.url, {"sentiment": True}),
+            session_events(server.url, {"keywords": ["w1"], "redact": True}),
+        )
+    assert sentiment.threads and all(name.startswith("assist") for name in sentiment.threads)
+    errors = [e for e in failing if e["type"] == "error"]
+    assert [(e["code"], e["fatal"]) for e in errors] == [("assist_failed", False)]
+    assert failing[-1] == {**failing[-1], "type": "ended", "reason": "stop"}
+    assert len([e for e in failing if e["type"] == "caption.final"]) >= 2  # captions went on
+    assert not [e for e in healthy if e["type"] == "error"] and healthy[-1]["reason"] == "stop"
+    assert [e["text"] for e in healthy if e["type"] == "interpretation.final"] == ["w1"]
