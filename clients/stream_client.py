@@ -103,6 +103,7 @@ class StreamOptions:
     open_timeout_s: float = 10.0  # connect + websocket handshake
     video_fps: float = 1.0  # JPEG frames per media second sent when the stream has video
     interpretations: tuple[str, ...] | None = None  # `start.interpretations`; None = all the engine offers
+    assist: dict | bool | None = None  # `start.assist` (agent assist); None sends none
 
 
 @dataclass(frozen=True)
@@ -276,6 +277,7 @@ def start_message(options: StreamOptions, video: bool = False) -> str:
             stats=options.stats,
             video=VideoFormat("jpeg", options.video_fps) if video else None,
             interpretations=options.interpretations if video else None,
+            assist=options.assist,
         )
     )
 
