@@ -1,7 +1,7 @@
 """Latency of agent assist events after the words they refer to, through the server.
 
     python -m patchstream.bench.assist_bench            # one ~70 s call, assist off then on
-    python -m patchstream.bench.assist_bench --runs 2   # two calls of each
+    python -m patchstream.bench.assist_bench --runs 3   # three calls of each, order alternating
 
 It is: a benchmark (not a test). It speaks a support call with eSpeak NG (agent and customer
 alternating, one voice, mono: the session has no channels yet), streams it through an
@@ -110,7 +110,7 @@ def row(name: str, values: list[float]) -> str:
 
 
 def trailing(events: list[ReceivedEvent]) -> list[float]:
-    """How long each assist event arrived after its caption.final."""
+    """How long each assist event of one session arrived after its caption.final."""
     finals = {fields(e)["caption_id"]: e.client_time_s for e in events if e.type == "caption.final"}
     return [
         e.client_time_s - finals[fields(e)["data"]["caption_id"]]
@@ -143,9 +143,13 @@ async def run(runs: int) -> None:
         baseline: list[ReceivedEvent] = []
         assisted: list[list[ReceivedEvent]] = []
         async with Server(ServerConfig(port=0), engine) as server:
-            for _ in range(runs):
-                baseline += await stream(server, path, None)
-                assisted.append(await stream(server, path, ASSIST))
+            for index in range(runs):
+                if index % 2:  # alternate the order, so neither condition always runs second
+                    assisted.append(await stream(server, path, ASSIST))
+                    baseline += await stream(server, path, None)
+                else:
+                    baseline += await stream(server, path, None)
+                    assisted.append(await stream(server, path, ASSIST))
     flat = [e for events in assisted for e in events]
     is_final = lambda e: e.type == "caption.final"  # noqa: E731
     print("\nlatency after the words' media end (s)\n")
@@ -154,7 +158,7 @@ async def run(runs: int) -> None:
     print(row("caption.final, assist on", latencies(flat, is_final)))
     for kind in ASSIST_KINDS:
         print(row(kind, latencies(flat, lambda e, k=kind: e.type == "interpretation.final" and fields(e)["kind"] == k)))
-    print(row("assist event after its caption.final", trailing(flat)))
+    print(row("assist event after its caption.final", [t for events in assisted for t in trailing(events)]))
     waits, ends = [], []
     for events in assisted:
         last_final = max(e.client_time_s for e in events if is_final(e))

@@ -76,3 +76,18 @@ def test_the_server_file_has_the_same_schema(tmp_path):
         load_assist_file(path)
     with pytest.raises(ValueError, match="cannot read"):
         load_assist_file(tmp_path / "missing.json")
+
+
+def test_serve_reads_its_assist_config_and_refuses_a_bad_one(tmp_path, monkeypatch, capsys):
+    from patchstream.clients import cli  # noqa: PLC0415 - the launcher, only for this test
+
+    started = []
+    monkeypatch.setattr(cli, "run_server", lambda config, choice: started.append(config))
+    good = tmp_path / "assist.json"
+    good.write_text(json.dumps({"redact": ["card"], "sentiment": True}))
+    assert cli.main(["serve", "--engine", "fake", "--assist-config", str(good)]) == 0
+    assert started[0].assist == AssistConfig(redact=frozenset({"card"}), sentiment=True)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"redact": ["cards"]}))
+    assert cli.main(["serve", "--engine", "fake", "--assist-config", str(bad)]) == 2
+    assert "unknown kinds" in capsys.readouterr().err and len(started) == 1
