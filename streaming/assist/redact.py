@@ -31,7 +31,7 @@ KINDS = ("card", "phone", "email", "ssn", "number")  # what `redact` may name; e
 OPEN_RUN_DIGITS = 6  # an unfinished digit run this long is masked: a card's issuer prefix (PCI shows ≤ 6)
 LONG_ID_DIGITS = 8  # a finished run this long that is nothing else is an account/order/policy number
 MAX_CARRY_DIGITS = 19  # the longest card number; more digits carried over can only be `number`
-SENTENCE_END = (".", "?", "!", ";", ":")  # a word ending so closes a digit run (commas do not: "4111, 1111")
+RUN_BREAKS = (".", "?", "!", ";", ":")  # a word ending so closes a digit run (commas do not: "4111, 1111")
 
 _SPOKEN_DIGITS = {
     "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
@@ -59,7 +59,7 @@ _TLDS = frozenset(
 # Words before "at" that make "... at example.com" a place or a website, not an address.
 _NOT_LOCAL_PARTS = frozenset(
     "i me us you him her them it we is are was be am here there this that online site website look"
-    " visit find reach us available email mail".split()
+    " visit find reach available email mail".split()
 )
 _TRAILING = ",.;:?!\"')"
 
@@ -138,7 +138,7 @@ def _digit_runs(tokens: list[_Token]) -> list[tuple[int, int, list[str]]]:
             elif not (token.connector and index + 1 < len(tokens) and tokens[index + 1].groups):
                 break
             index += 1
-            if token.trailing.strip(",\"')"):
+            if any(mark in token.trailing for mark in RUN_BREAKS):
                 break  # "4111." ends the run; "4111," does not
             if "," in token.trailing and not token.spoken and sum(map(len, token.groups or ())) <= 2:
                 break  # "December 25, 2024": a day before a comma is not a digit group

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from patchstream.streaming.assist.redact import KINDS, Redactor, luhn_valid
 from patchstream.streaming.protocol import WordTiming
@@ -121,3 +123,41 @@ def test_words_keep_their_times_and_a_span_becomes_one_word():
     spoken = [WordTiming(w, i * 0.3, i * 0.3 + 0.25, i < 5) for i, w in enumerate("dial five five five one two three four".split())]
     (dial, masked) = Redactor().words(spoken, final=True)
     assert (masked.text, masked.start, masked.end, masked.stable) == ("[phone]", 0.3, 2.35, False)
+
+
+_ORDINARY = st.one_of(
+    st.builds(lambda h, m: f"{h}:{m:02d}", st.integers(1, 12), st.integers(0, 59)),  # times
+    st.builds(lambda m, d, y: f"{m}/{d}/{y}", st.integers(1, 12), st.integers(1, 31), st.integers(1990, 2030)),  # dates
+    st.builds(lambda m, d, y: f"{m} {d}, {y}", st.sampled_from(["January", "May", "December"]), st.integers(1, 31), st.integers(1990, 2030)),
+    st.builds(lambda d, c: f"${d:,}.{c:02d}", st.integers(0, 10**7), st.integers(0, 99)),  # amounts
+    st.builds(lambda d: f"{d:,} dollars", st.integers(1000, 10**9)),
+    st.integers(1900, 2099).map(str),  # years
+    st.integers(0, 99_999).map(str),  # counts, zip codes
+    st.builds(lambda a, b: f"{a}.{b}", st.integers(0, 999), st.integers(0, 99)),  # decimals
+)
+
+
+@given(st.lists(_ORDINARY, min_size=1, max_size=5))
+@settings(max_examples=300, deadline=None)
+def test_times_dates_amounts_and_counts_are_never_masked(values):
+    text = "We said " + " and then ".join(values) + " that day."
+    assert redact(text) == text
+
+
+def _with_check_digit(body: str) -> str:
+    return next(body + d for d in "0123456789" if luhn_valid(body + d))
+
+
+_SPOKEN = dict(zip("0123456789", "zero one two three four five six seven eight nine".split()))
+
+
+@given(st.text("0123456789", min_size=15, max_size=15), st.sampled_from(["spaces", "dashes", "plain", "spoken"]))
+@settings(max_examples=200, deadline=None)
+def test_every_valid_card_number_is_masked_however_it_is_written(body, style):
+    card = _with_check_digit("4" + body[1:])
+    groups = [card[i:i + 4] for i in range(0, 16, 4)]
+    written = {
+        "spaces": " ".join(groups), "dashes": "-".join(groups), "plain": card,
+        "spoken": ", ".join(" ".join(_SPOKEN[d] for d in group) for group in groups),
+    }[style]
+    assert redact(f"My card is {written}, thanks.") == "My card is [card], thanks."
