@@ -3,6 +3,9 @@ sentiment signs, keyword spotting, the extractive summary. WordLlama loads in ab
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -90,3 +93,20 @@ def test_summary_keeps_the_central_utterances_in_order_and_skips_chatter(models)
     assert 1 in kept  # the complaint itself is central
     said[7] = Utterance("c7", texts[7], 7.0, 7.9, embeddings[7], intent="goodbye")
     assert 7 in pick(said, 3)  # an intent makes an utterance worth keeping
+
+
+def test_the_text_models_load_offline_from_their_wheels_without_importing_wordllama(models):
+    code = (
+        "import socket, sys\n"
+        "def refuse(*args, **kwargs): raise OSError('network access during load')\n"
+        "socket.socket.connect = refuse\n"
+        "socket.create_connection = refuse\n"
+        "from patchstream.model.engines import build_text_models\n"
+        "models = build_text_models()\n"
+        "assert models.embedder is not None and models.sentiment is not None, models.missing\n"
+        "assert models.embedder.embed(['cancel my plan']).shape == (1, 256)\n"
+        "print(sorted(m for m in ('wordllama', 'requests', 'torch') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"  # wordllama's loader (and its download path) never runs
