@@ -110,3 +110,13 @@ def test_the_text_models_load_offline_from_their_wheels_without_importing_wordll
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"  # wordllama's loader (and its download path) never runs
+
+
+def test_centrality_is_the_mean_similarity_to_the_others():
+    from patchstream.streaming.assist.summary import centrality  # noqa: PLC0415
+
+    rows = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    similarity = rows @ rows.T
+    expected = (similarity.sum(axis=1) - 1.0) / 5
+    assert np.allclose(centrality(rows), expected, atol=1e-5)
