@@ -71,6 +71,7 @@ class CaptionJob:
     language: str = "en"  # `start.language`: what is spoken (other than English needs --model base)
     video: bool = True  # stream the file's video too, when it has a video track
     video_fps: float = 1.0  # JPEG frames per media second sent
+    assist: dict | bool | None = None  # `start.assist`: agent assist events beside the captions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument(
         "--video-fps", type=float, default=1.0, metavar="FPS",
         help="video frames per second sent (default %(default)s; the server samples to its engine's rate)",
+    )
+    caption.add_argument(
+        "--assist", nargs="?", const="true", metavar="JSON",
+        help="agent assist: redaction, sentiment and a summary, or a JSON object of `start.assist` "
+        "options (docs/protocol.md, Agent assist), printed as <sentiment>, <intent>, <summary> lines",
     )
     _add_engine_arguments(caption, default=None)
     caption.set_defaults(handler=_caption_command)
@@ -202,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command == "caption" and args.video_fps <= 0:
         parser.error("--video-fps must be above 0")
+    if args.command == "caption" and args.assist is not None:
+        try:
+            args.assist = json.loads(args.assist)
+        except json.JSONDecodeError:
+            parser.error("--assist takes a JSON object (or nothing, for the defaults)")
     return args.handler(args)
 
 
@@ -215,7 +226,7 @@ def _caption_command(args: argparse.Namespace) -> int:
     job = CaptionJob(
         file=args.file, url=args.url, engine=_engine_choice(args), fast=args.fast,
         json_lines=args.json, vtt=args.vtt, srt=args.srt, language=args.language,
-        video=not args.no_video, video_fps=args.video_fps,
+        video=not args.no_video, video_fps=args.video_fps, assist=args.assist,
     )
     return run_async(lambda: caption(job))
 
@@ -327,7 +338,9 @@ async def _caption_file(job: CaptionJob, on_event: Callable[[ReceivedEvent], Non
         frames = JpegFrameReader(job.file, job.video_fps)
         described += f"; video as JPEG at {job.video_fps:g} fps"
     print(f"patchstream: {info.path}: {described}", file=sys.stderr)
-    options = StreamOptions(url=job.url or "", fast=job.fast, language=job.language, video_fps=job.video_fps)
+    options = StreamOptions(
+        url=job.url or "", fast=job.fast, language=job.language, video_fps=job.video_fps, assist=job.assist
+    )
     try:
         if job.url:
             return await stream_reader(reader, options, on_event, frames)

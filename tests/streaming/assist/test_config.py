@@ -91,3 +91,17 @@ def test_serve_reads_its_assist_config_and_refuses_a_bad_one(tmp_path, monkeypat
     bad.write_text(json.dumps({"redact": ["cards"]}))
     assert cli.main(["serve", "--engine", "fake", "--assist-config", str(bad)]) == 2
     assert "unknown kinds" in capsys.readouterr().err and len(started) == 1
+
+
+def test_caption_sends_the_assist_option_it_is_given(monkeypatch):
+    from patchstream.clients import cli  # noqa: PLC0415 - the launcher, only for this test
+
+    jobs = []
+    monkeypatch.setattr(cli, "run_async", lambda make: make())
+    monkeypatch.setattr(cli, "caption", lambda job: jobs.append(job) or 0)
+    assert cli.main(["caption", "call.wav", "--assist"]) == 0
+    assert cli.main(["caption", "call.wav", "--assist", '{"redact": ["card"]}']) == 0
+    assert cli.main(["caption", "call.wav"]) == 0
+    assert [job.assist for job in jobs] == [True, {"redact": ["card"]}, None]
+    with pytest.raises(SystemExit):
+        cli.main(["caption", "call.wav", "--assist", "{not json"])
