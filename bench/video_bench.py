@@ -19,8 +19,8 @@ through the real websocket client. It reports per run:
 - frames sent and dropped (`stats.frames_dropped`: latest frame wins under load);
 - CPU seconds per stage, from the kernel's per-thread counters, as a share of (wall × cores):
   the model thread (Whisper's Python side, scene detection), native model pools (CTranslate2's
-  threads: the process's CPU time beyond the named threads), the OCR worker (onnxruntime on one thread), decode threads (PCM, JPEG decode and
-  resize), the event loop (websockets, protocol; the benchmark's client shares it).
+  threads: the process's CPU time beyond the named threads), the OCR worker (onnxruntime on one thread), decode threads (PCM),
+  image decode threads (JPEG decode and resize, one per video session), the event loop (websockets, protocol; the benchmark's client shares it).
 The client's own work (reading the file, encoding JPEGs) is done before the clock starts.
 It is not: a test; timings depend on the machine and on what else runs on it.
 """
@@ -53,6 +53,9 @@ from patchstream.streaming.server import Server
 CORES = os.cpu_count() or 1
 TICKS = os.sysconf("SC_CLK_TCK")  # /proc CPU times are in clock ticks
 STAGES = {"model": "model thread", "ocr": "OCR worker", "decode": "decode threads", "MainThread": "event loop"}
+# Threads a session owns are named after it ("s-1a2b3c4d-image_0"): matched by what follows the id.
+SESSION_STAGES = {"-image": "image decode threads", "-decode": "decode threads"}
+CPU_SAMPLE_S = 0.5  # how often per-thread CPU is read: a session's threads end with it
 
 
 @dataclass(frozen=True)
@@ -105,22 +108,60 @@ def prepare(talk: Talk) -> tuple[bytes, list[JpegFrame]]:
     return pcm, frames
 
 
-def thread_cpu() -> dict[str, float]:
-    """CPU seconds per stage of the threads alive now (user + system)."""
+def _stage(name: str) -> str:
+    stage = next((label for prefix, label in STAGES.items() if name.startswith(prefix)), None)
+    stage = stage or next((label for part, label in SESSION_STAGES.items() if part in name), None)
+    return stage or ("other threads" if not name else "other Python threads")
+
+
+def thread_times() -> dict[int, tuple[str, float]]:
+    """Each live thread's stage and CPU seconds so far (user + system), by thread id."""
     names = {thread.native_id: thread.name for thread in threading.enumerate()}
-    out: dict[str, float] = {}
+    out: dict[int, tuple[str, float]] = {}
     for tid in os.listdir("/proc/self/task"):
         try:
             with open(f"/proc/self/task/{tid}/stat") as stat:
                 fields = stat.read().rsplit(")", 1)[1].split()
         except OSError:
             continue  # the thread ended while we looked
-        seconds = (int(fields[11]) + int(fields[12])) / TICKS
-        name = names.get(int(tid), "")
-        stage = next((label for prefix, label in STAGES.items() if name.startswith(prefix)), None)
-        stage = stage or ("other threads" if not name else "other Python threads")
+        out[int(tid)] = (_stage(names.get(int(tid), "")), (int(fields[11]) + int(fields[12])) / TICKS)
+    return out
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds per stage of the threads alive now."""
+    out: dict[str, float] = {}
+    for stage, seconds in thread_times().values():
         out[stage] = out.get(stage, 0.0) + seconds
     return out
+
+
+class ThreadCpuWatch:
+    """CPU seconds per stage spent between `start` and `stop`, threads that came and went included
+    (read every `CPU_SAMPLE_S`; a thread loses at most its last interval)."""
+
+    def __init__(self) -> None:
+        self._before: dict[int, tuple[str, float]] = {}
+        self._latest: dict[int, tuple[str, float]] = {}
+        self._task: asyncio.Task | None = None
+
+    async def _sample(self) -> None:
+        while True:
+            await asyncio.sleep(CPU_SAMPLE_S)
+            self._latest.update(thread_times())
+
+    def start(self) -> None:
+        self._before = thread_times()
+        self._task = asyncio.create_task(self._sample())
+
+    async def stop(self) -> dict[str, float]:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._latest.update(thread_times())
+        out: dict[str, float] = {}
+        for tid, (stage, seconds) in self._latest.items():
+            out[stage] = out.get(stage, 0.0) + seconds - self._before.get(tid, (stage, 0.0))[1]
+        return out
 
 
 @dataclass(frozen=True)
@@ -136,14 +177,16 @@ async def stream_all(run: Run, talk: Talk, pcm: bytes, frames: list[JpegFrame]) 
     engine = await asyncio.get_running_loop().run_in_executor(None, build_engine, EngineChoice("whisper", vision=vision))
     events: list[list[ReceivedEvent]] = [[] for _ in range(run.streams)]
     async with Server(ServerConfig(port=0, limits=_limits(run)), engine) as server:
-        before, started, process = thread_cpu(), time.monotonic(), os.times()
+        watch, started, process = ThreadCpuWatch(), time.monotonic(), os.times()
+        watch.start()
         await asyncio.gather(*(
             stream_reader(MemoryAudio(pcm), StreamOptions(url=server.url), events[i].append, MemoryFrames(frames) if run.video else None)
             for i in range(run.streams)
         ))
         wall = time.monotonic() - started
-        after, ended = thread_cpu(), os.times()
-    cpu = {stage: after.get(stage, 0.0) - before.get(stage, 0.0) for stage in STAGES.values()}
+        after, ended = await watch.stop(), os.times()
+    named = {*STAGES.values(), *SESSION_STAGES.values()}
+    cpu = {stage: seconds for stage, seconds in after.items() if stage in named}
     total = (ended.user + ended.system) - (process.user + process.system)
     # Native pools (CTranslate2's threads) are unnamed and may come and go within a run, so
     # they are what the process spent beyond the named stages, not a sum over threads.

@@ -15,11 +15,15 @@ Call pattern (the server's scheduler owns a model thread and is the only caller)
     results = engine.step([s1, s2, ...])          # model work; sessions batched; a StepResult each
     result = engine.finish(state)                 # end of stream: flush and commit everything
     engine.close(state)                           # free the state
+    shutdown_engine(engine)                       # server stopping: free engine-wide resources (optional)
 
 The scheduler only feeds media kinds the engine's `spec.media` declares, audio in whole multiples
 of `spec.samples_per_chunk`, and video at most `spec.video_fps` frames per second (latest wins).
 
-Engines are not thread-safe: all calls for all sessions happen on one thread at a time.
+Engines are not thread-safe: all calls for all sessions happen on one thread at a time. None of
+these calls may wait on work of its own running elsewhere (an OCR worker): the model thread is
+every session's. A batched `step` in which only some sessions failed raises `PartialStepError`
+with the others' results, so they are not lost; any other exception fails the whole batch.
 """
 
 from __future__ import annotations
@@ -227,6 +231,47 @@ class Engine(Protocol):
 
 class EngineError(Exception):
     """An engine could not be built or could not process a session's input."""
+
+
+class PartialStepError(EngineError):
+    """A batched `step` where some sessions failed alone: `results[i]` is session i's `StepResult`,
+    or the exception that failed that session only. The scheduler fails just those sessions."""
+
+    def __init__(self, results: Sequence[StepResult | Exception]):
+        failed = [result for result in results if isinstance(result, Exception)]
+        super().__init__(f"{len(failed)} of {len(results)} sessions failed: {failed[0]!r}" if failed else "no session failed")
+        self.results = list(results)
+
+
+def step_each(engine: Engine, states: Sequence[object]) -> list[StepResult | Exception]:
+    """`engine.step(states)`, with each session's own failure in its place instead of raised: the
+    one rule for a failed batch. A `PartialStepError` names who failed; after any other exception
+    each session is stepped alone, so only a faulty one pays."""
+    if not states:
+        return []
+    try:
+        return list(engine.step(states))
+    except PartialStepError as error:
+        return error.results
+    except Exception as error:  # noqa: BLE001 - reported to the sessions it concerns
+        if len(states) == 1:
+            return [error]
+    results: list[StepResult | Exception] = []
+    for state in states:
+        try:
+            results.append(engine.step([state])[0])
+        except Exception as error:  # noqa: BLE001 - that session's alone
+            results.append(error)
+    return results
+
+
+def shutdown_engine(engine: Engine) -> None:
+    """Free what an engine holds for all sessions (worker threads, runtime sessions) once none is
+    left. `shutdown()` is optional in the contract: an engine without one has nothing to free.
+    The scheduler calls it when it stops, so an engine serves one server's lifetime."""
+    shutdown = getattr(engine, "shutdown", None)
+    if callable(shutdown):
+        shutdown()
 
 
 @dataclass(frozen=True)

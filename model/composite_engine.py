@@ -9,6 +9,10 @@ so frames arriving never make Whisper decode more often. `control` sends the pro
 engine and the instruction and interpretation kinds to the interpretation engine. The spec is
 the union: audio and video, the caption engine's batching and step size, the interpretation
 engine's frame rate, frame budget and kinds. The scheduler treats it like any other engine.
+A session that fails in either engine fails alone: both engines are stepped for the whole batch
+whatever happens to one session, and the failures come back in a `PartialStepError` beside the
+other sessions' results (committed words are never lost to another session's bad frame).
+`shutdown` shuts both engines down.
 
 It is not: a scheduler (both engines run on the scheduler's model thread; an interpretation
 engine that needs time, like the OCR, runs its work on a worker of its own) and it cannot
@@ -29,9 +33,12 @@ from patchstream.model.api import (
     EngineSpec,
     Media,
     MediaKind,
+    PartialStepError,
     SessionControl,
     SessionOptions,
     StepResult,
+    shutdown_engine,
+    step_each,
 )
 
 
@@ -89,18 +96,28 @@ class CompositeEngine:
 
     def step(self, states: Sequence[CompositeSession]) -> list[StepResult]:
         due = [state for state in states if state.new_audio >= max(1, self.captions.spec.min_step_samples)]
-        for state, result in zip(due, self.captions.step([state.captions for state in due])):
-            state.new_audio, state.last = 0, result.captions
-        # Not stepped: the last update again, minus what it committed (commits are never repeated).
-        captions = [dataclasses.replace(state.last, committed=(), segment_end=False) for state in states]
-        stepped = {id(state) for state in due}
-        for index, state in enumerate(states):
-            if id(state) in stepped:
-                captions[index] = state.last
-        return [
-            StepResult(caption, vision.interpretations, vision.dropped_frames)
-            for caption, vision in zip(captions, self.vision.step([state.vision for state in states]))
-        ]
+        stepped: dict[int, StepResult | Exception] = {}
+        for state, result in zip(due, step_each(self.captions, [state.captions for state in due])):
+            state.new_audio = 0
+            stepped[id(state)] = result
+            if not isinstance(result, Exception):
+                state.last = result.captions
+        results: list[StepResult | Exception] = []
+        for state, vision in zip(states, step_each(self.vision, [state.vision for state in states])):
+            captions = stepped.get(id(state))
+            if isinstance(captions, Exception) or isinstance(vision, Exception):
+                results.append(captions if isinstance(captions, Exception) else vision)
+            elif captions is None:
+                # Not stepped: the last update again, minus what it committed (commits are never repeated).
+                last = dataclasses.replace(state.last, committed=(), segment_end=False)
+                results.append(StepResult(last, vision.interpretations, vision.dropped_frames))
+            else:
+                results.append(
+                    StepResult(captions.captions, captions.interpretations + vision.interpretations, vision.dropped_frames)
+                )
+        if any(isinstance(result, Exception) for result in results):
+            raise PartialStepError(results)
+        return results
 
     def finish(self, state: CompositeSession) -> StepResult:
         captions = self.captions.finish(state.captions)
@@ -112,3 +129,9 @@ class CompositeEngine:
             self.captions.close(state.captions)
         finally:
             self.vision.close(state.vision)
+
+    def shutdown(self) -> None:
+        try:
+            shutdown_engine(self.captions)
+        finally:
+            shutdown_engine(self.vision)

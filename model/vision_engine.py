@@ -10,11 +10,15 @@ It is: an `Engine` that takes `VideoFrame`s only and emits two kinds of interpre
   text that reads the same as what is on screen (after normalising case and spacing, or nearly
   the same: one character misread) is not news; so a slide shown for a minute costs one OCR.
 OCR runs on a worker thread of its own (onnxruntime on one thread by default), never on the
-model thread: `step` hands the frames waiting in every session to the worker as one batch and
-returns the results of the batch before it, so a caption engine composed beside this one
-(`composite_engine.py`) is never held up by OCR. While a batch runs, each session keeps only its
-newest frame for the next one (latest frame wins; a replaced frame that showed a different
-picture is counted in `StepResult.dropped_frames`). Scene detection is cheap and runs inside `step`.
+model thread, which never waits for it: `step` hands the frames waiting in every session to the
+worker as one batch and returns the results of the batch before it, so a caption engine composed
+beside this one (`composite_engine.py`) is never held up by OCR. While a batch runs, each session
+keeps only its newest frame for the next one (latest frame wins; a replaced frame that showed a
+different picture is counted in `StepResult.dropped_frames`). `finish` does not wait either: a
+session's frame still being read, or not yet read, when its stream ends is dropped (counted; a
+frame showing what was already read loses nothing) and its text closes as last read. A frame the
+OCR fails on is dropped alone (counted, logged); the other frames of the batch are read. Scene
+detection is cheap and runs inside `feed`. `shutdown` frees the OCR worker and its model.
 
 It is not: a captioner (no audio), not a describer (it takes no instruction; `control` can change
 which kinds a session gets) and not a video decoder (frames arrive decoded, sized by the server).
@@ -23,10 +27,11 @@ which kinds a session gets) and not a video decoder (frames arrive decoded, size
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -45,6 +50,8 @@ from patchstream.model.api import (
 from patchstream.model.ocr import OcrLine, OcrReader
 from patchstream.model.scene import SceneConfig, SceneDetector, fine_thumbnail, same_picture, thumbnail
 
+log = logging.getLogger(__name__)
+
 TEXT, SCENE = "text", "scene"  # the interpretation kinds this engine offers
 VISION_KINDS = {"ocr": TEXT, "scenes": SCENE}  # `--vision` names → kinds
 SAME_TEXT_RATIO = 0.9  # normalised texts at least this similar are the same text (OCR jitter)
@@ -59,6 +66,12 @@ class VisionEngineConfig:
     frame_soft_tokens: int = 280  # frame budget: 280 × 48² px ≈ 1056x576 for 16:9, enough for slide text
     ocr_threads: int = 1  # onnxruntime threads of the OCR worker
     scene: SceneConfig = SceneConfig()
+
+
+class TextReader(Protocol):
+    """What reads a frame's text: `ocr.OcrReader`, or a test's stand-in."""
+
+    def read(self, pixels: np.ndarray) -> list[OcrLine]: ...
 
 
 @dataclass
@@ -87,7 +100,7 @@ class VisionSession:
     reading: bool = False  # a frame of this session is in the batch now running
     text: _OpenText | None = None  # the text on screen
     updates: list[InterpretationUpdate] = field(default_factory=list)  # ready for the next result
-    closed: bool = False
+    done: bool = False  # finished or closed: no more reads, a read still running is ignored
 
 
 def _normalise(text: str) -> str:
@@ -97,7 +110,10 @@ def _normalise(text: str) -> str:
 class VisionEngine:
     """OCR and scene changes (see the module docstring)."""
 
-    def __init__(self, config: VisionEngineConfig = VisionEngineConfig()):
+    def __init__(
+        self, config: VisionEngineConfig = VisionEngineConfig(), reader: Callable[[int], TextReader] = OcrReader
+    ):
+        """`reader(threads)` builds the text reader, on the OCR worker (RapidOCR by default)."""
         self.config = config
         self.spec = EngineSpec(
             name="vision(" + ",".join(sorted(config.kinds)) + ")",
@@ -109,8 +125,8 @@ class VisionEngine:
         )
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocr") if TEXT in config.kinds else None
         # Built on the worker thread it runs on (onnxruntime sessions stay on one thread).
-        self._reader: OcrReader | None = (
-            self._worker.submit(OcrReader, config.ocr_threads).result() if self._worker else None
+        self._reader: TextReader | None = (
+            self._worker.submit(reader, config.ocr_threads).result() if self._worker else None
         )
         self._sessions: list[VisionSession] = []  # open sessions (their waiting frames join the next batch)
         self._batch: Future | None = None  # the OCR batch running now
@@ -142,11 +158,27 @@ class VisionEngine:
                 self._close_text(state)
 
     def close(self, state: VisionSession) -> None:
-        state.closed = True
+        self._retire(state)
+        state.updates.clear()
+
+    def _retire(self, state: VisionSession) -> None:
+        """No more reads for this session; a read of its frame still running will be ignored."""
+        state.done = True
         if state in self._sessions:
             self._sessions.remove(state)
         state.waiting = None
-        state.updates.clear()
+
+    def shutdown(self) -> None:
+        """Free the OCR worker and its onnxruntime sessions (after the batch running, if any)."""
+        if self._worker is None:
+            return
+        worker, self._worker = self._worker, None
+        worker.submit(self._free_reader)  # on the thread that made it, after any batch queued before
+        worker.shutdown(wait=True)
+        self._batch, self._batch_frames = None, []
+
+    def _free_reader(self) -> None:
+        self._reader = None
 
     # -- media -----------------------------------------------------------------------------------
 
@@ -173,16 +205,18 @@ class VisionEngine:
     # -- steps -----------------------------------------------------------------------------------
 
     def step(self, states: Sequence[VisionSession]) -> list[StepResult]:
-        self._collect(wait=False)
+        self._collect()
         self._start_batch()
         return [self._result(state) for state in states]
 
     def finish(self, state: VisionSession) -> StepResult:
-        """Read this session's last waiting frame, then close its text."""
-        self._collect(wait=True)
-        frame = self._take_unread(state) if not state.closed else None
-        if frame is not None:
-            self._apply_read(state, frame, self._worker.submit(self._reader.read, frame.pixels).result())
+        """Close this session's text as last read, without waiting for the OCR (see the docstring)."""
+        self._collect()  # a batch already done still counts
+        if state.reading:
+            state.dropped += 1  # its frame is being read: the read will be ignored
+        if not state.done and self._take_unread(state) is not None:
+            state.dropped += 1  # a new picture nobody will read now
+        self._retire(state)
         self._close_text(state)
         return self._result(state)
 
@@ -193,7 +227,7 @@ class VisionEngine:
 
     def _start_batch(self) -> None:
         """Hand every session's newest unread frame to the OCR worker, unless a batch is running."""
-        if self._batch is not None:
+        if self._batch is not None or self._worker is None:
             return
         batch = []
         for state in self._sessions_waiting():
@@ -203,7 +237,14 @@ class VisionEngine:
                 batch.append((state, frame))
         if batch:
             self._batch_frames = batch
-            self._batch = self._worker.submit(lambda: [self._reader.read(frame.pixels) for _, frame in batch])
+            self._batch = self._worker.submit(lambda: [self._read(frame) for _, frame in batch])
+
+    def _read(self, frame: VideoFrame) -> list[OcrLine] | Exception:
+        """OCR worker: one frame's lines, or what went wrong with this frame alone."""
+        try:
+            return self._reader.read(frame.pixels)
+        except Exception as error:  # noqa: BLE001 - one frame's failure is that frame's, never the batch's
+            return error
 
     def _take_unread(self, state: VisionSession) -> VideoFrame | None:
         """The session's waiting frame if it needs reading; one showing what was read only extends the text."""
@@ -219,16 +260,26 @@ class VisionEngine:
     def _sessions_waiting(self) -> list[VisionSession]:
         return [state for state in self._sessions if state.waiting is not None and not state.reading]
 
-    def _collect(self, wait: bool) -> None:
-        """Apply the running batch's results, if it is done (or wait for it)."""
-        if self._batch is None or not (wait or self._batch.done()):
+    def _collect(self) -> None:
+        """Apply the running batch's results if it is done; never waits for it."""
+        if self._batch is None or not self._batch.done():
             return
         batch, frames = self._batch, self._batch_frames
         self._batch, self._batch_frames = None, []
-        for (state, frame), lines in zip(frames, batch.result()):
+        try:
+            reads = batch.result()
+        except Exception as error:  # noqa: BLE001 - the worker itself failed: every frame of it is lost
+            reads = [error] * len(frames)
+        for (state, frame), lines in zip(frames, reads):
             state.reading = False
-            if not state.closed:
-                self._apply_read(state, frame, lines)
+            if state.done:
+                continue
+            if isinstance(lines, Exception):
+                log.warning("OCR failed on a frame at %.2f s: %r; the frame is dropped", frame.start_s, lines)
+                state.dropped += 1
+                state.read_thumb = None  # read the next frame, even if it looks the same
+                continue
+            self._apply_read(state, frame, lines)
 
     # -- text ------------------------------------------------------------------------------------
 

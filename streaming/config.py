@@ -19,6 +19,7 @@ class LimitsConfig:
     max_frame_bytes: int = 1 << 20  # one binary audio frame (1 MiB); larger frames are rejected
     max_image_bytes: int = 8 << 20  # one JPEG/PNG video frame (8 MiB); larger ones are rejected undecoded
     max_image_pixels: int = 7680 * 4320  # pixels an image header may declare (8K); more is a bomb, refused
+    max_queued_image_bytes: int = 16 << 20  # images waiting for decode; beyond it the oldest waiting go (latest wins)
     max_message_bytes: int = 64 << 20  # websocket hard limit; beyond it the connection closes 1009
     max_backlog_s: float = 30.0  # audio waiting for the model; the oldest is dropped beyond it
     max_pending_finals: int = 2_000  # finals queued for a client that does not read; then close

@@ -9,10 +9,12 @@ resampling is PyAV's (`av.AudioResampler`); there is no hand-written resampler h
 
 A container session that declared `"video": {"encoding": "container"}` also gets the container's
 first video track: the demux thread decodes it, keeps the frames due at the engine's rate
-(`frames.FrameSampler`), patchifies them (`video_decode.patchify`) on the audio's clock and holds
-them for `take_frames` — at most `MAX_WAITING_FRAMES`, the oldest dropped first (counted in
-`frames_dropped`), since a frame is worth less than the audio beside it. A video track larger
-than `VideoOptions.max_pixels` is ignored (never decoded); the audio goes on.
+(`frames.FrameSampler`; a frame not due is not even decoded when the codec can skip it, i.e. it is
+no reference frame: FFmpeg's `skip_frame = NONREF`), patchifies them (`video_decode.patchify`) on
+the audio's clock and holds them for `take_video` — at most `MAX_WAITING_FRAMES`, the oldest
+dropped first (counted), since a frame is worth less than the audio beside it. Video never ends a
+session: a video track larger than `VideoOptions.max_pixels`, or one that fails to decode, is
+switched off with one non-fatal error (`frames.ContainerVideo.error`) and the audio goes on.
 
 It is not async and holds no sockets: the session calls `decode`/`flush` off the event loop (in an
 executor), one call at a time. It does not cut audio into model frames (`chunker.py` does) and
@@ -39,11 +41,13 @@ import numpy as np
 from patchstream.model.api import SAMPLE_RATE, seconds_to_samples
 from patchstream.model.api import VideoFrame
 from patchstream.streaming.chunker import DecodedAudio
-from patchstream.streaming.frames import FrameSampler
+from patchstream.streaming.frames import ContainerVideo, FrameSampler
 from patchstream.streaming.protocol import ALLOWED_DEMUXERS, MAX_CHANNELS, RAW_ENCODINGS, AudioFormat, CodedError, ErrorCode
 from patchstream.streaming.video_decode import patchify
 
 MAX_WAITING_FRAMES = 2  # container video frames decoded but not yet collected; the oldest goes first
+SKIP_NOT_DUE = "NONREF"  # FFmpeg skip_frame for a packet not due: skips it unless later frames need it
+DECODE_ALL = "DEFAULT"  # skip_frame for a packet that is due
 
 # Raw encodings of the protocol -> (PyAV decoder name, bytes per sample per channel).
 _RAW_CODECS: dict[str, tuple[str, int]] = {
@@ -277,6 +281,9 @@ class _ContainerSource:
         self._video = video
         self._frames: list[VideoFrame] = []  # decoded video frames not yet collected (MAX_WAITING_FRAMES)
         self.frames_dropped = 0  # frames pushed out of `_frames` before collection
+        self.frames_received = 0  # video packets the container carried (every frame, decoded or not)
+        self.frames_decoded = 0  # video frames the codec actually produced (fewer: not-due frames skipped)
+        self._video_error: CodedError | None = None  # why video was switched off, until reported
         self._cond = threading.Condition()
         # Undecoded bytes; bounded by config.max_pending_bytes: a write that would exceed it is
         # refused with INPUT_TOO_LARGE (a container stream cannot skip bytes, so nothing is dropped
@@ -353,10 +360,11 @@ class _ContainerSource:
             self._cond.wait(remaining)
         return collected + self._take_outputs()
 
-    def take_frames(self) -> list[VideoFrame]:
+    def take_video(self) -> ContainerVideo:
         with self._cond:
             frames, self._frames = self._frames, []
-            return frames
+            error, self._video_error = self._video_error, None
+            return ContainerVideo(tuple(frames), self.frames_received, self.frames_dropped, error)
 
     def _emit_frame(self, frame: VideoFrame) -> None:
         with self._cond:
@@ -469,11 +477,13 @@ class _ContainerSource:
             clock: _ClockedResampler | None = None
             origin: int | None = None  # the first timestamp: media time 0 of the session
             sampler = FrameSampler(self._video.fps) if video is not None else None
+            video_on = video is not None  # switched off for good by a broken track
             for packet in container.demux(*[s for s in (stream, video) if s is not None]):
                 if self._aborted:
                     return
                 if packet.stream is video:
-                    origin = self._video_packet(packet, origin, sampler)
+                    if video_on:
+                        origin, video_on = self._video_packet(packet, origin, sampler)
                     continue
                 for frame in packet.decode():  # the final empty packet flushes the decoder
                     if clock is None:
@@ -498,22 +508,61 @@ class _ContainerSource:
         stream = container.streams.video[0]
         width, height = stream.codec_context.width, stream.codec_context.height
         if width * height > self._video.max_pixels:
-            return None  # a bomb-sized track: never decoded (the audio is still captioned)
+            # A bomb-sized track: never decoded; the audio is still captioned.
+            self._video_off(self._too_large(width, height))
+            return None
         return stream
 
-    def _video_packet(self, packet: av.Packet, origin: int | None, sampler: FrameSampler) -> int | None:
-        """Decode one video packet; keep, patchify and hold the frames due. Returns the origin."""
-        for frame in packet.decode():
-            time_base = frame.time_base or packet.stream.time_base
-            if frame.pts is None or not time_base:
-                continue
-            start = _to_16k(frame.pts, time_base)
-            origin = start if origin is None else origin  # the first timestamp of either track is time 0
-            start = max(0, start - origin)
-            if frame.width * frame.height > self._video.max_pixels or not sampler.admit(start):
-                continue
-            self._emit_frame(patchify(frame, start, self._video.soft_tokens))
-        return origin
+    def _too_large(self, width: int, height: int) -> CodedError:
+        return CodedError(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"the container's {width}x{height} video track exceeds {self._video.max_pixels} pixels;"
+            " it is not decoded (video is off for this session, audio goes on)",
+        )
+
+    def _video_off(self, error: CodedError) -> None:
+        with self._cond:
+            self._video_error = error
+
+    def _video_packet(self, packet: av.Packet, origin: int | None, sampler: FrameSampler) -> tuple[int | None, bool]:
+        """Decode one video packet; keep, patchify and hold the frames due. Returns the origin and
+        whether video stays on: a packet that fails to decode switches it off (the error is reported)."""
+        if packet.size:
+            with self._cond:
+                self.frames_received += 1
+        codec = packet.stream.codec_context
+        due = origin is None or packet.pts is None or sampler.due(max(0, _to_16k(packet.pts, packet.time_base) - origin))
+        codec.skip_frame = DECODE_ALL if due else SKIP_NOT_DUE
+        try:
+            for frame in packet.decode():
+                self.frames_decoded += 1
+                time_base = frame.time_base or packet.stream.time_base
+                if frame.pts is None or not time_base:
+                    continue
+                start = _to_16k(frame.pts, time_base)
+                origin = start if origin is None else origin  # the first timestamp of either track is time 0
+                start = max(0, start - origin)
+                if frame.width * frame.height > self._video.max_pixels:
+                    raise self._too_large(frame.width, frame.height)
+                if not sampler.due(start):
+                    continue
+                video_frame = patchify(frame, start, self._video.soft_tokens)
+                sampler.admit(start)  # only a frame that made it through takes the slot
+                self._emit_frame(video_frame)
+        except CodedError as error:
+            self._video_off(error)
+            return origin, False
+        except Exception as error:  # noqa: BLE001 - a broken video track is the input's, and costs only the video
+            reason = getattr(error, "strerror", None) or error
+            self._video_off(
+                CodedError(
+                    ErrorCode.DECODE_FAILED,
+                    f"the container's video track could not be decoded ({reason}); video is off for this"
+                    " session, audio goes on",
+                )
+            )
+            return origin, False
+        return origin, True
 
 
 class _Reader:
@@ -569,14 +618,10 @@ class AudioDecoder:
             raise self._error
         return self._guard(lambda: self._source.decode(data))
 
-    def take_frames(self) -> list[VideoFrame]:
-        """Video frames decoded (container video only) since the last call, in media-time order."""
-        return self._source.take_frames() if isinstance(self._source, _ContainerSource) else []
-
-    @property
-    def frames_dropped(self) -> int:
-        """Container video frames dropped because nobody collected them in time."""
-        return self._source.frames_dropped if isinstance(self._source, _ContainerSource) else 0
+    def take_video(self) -> ContainerVideo:
+        """Container video since the last call: frames due, in media-time order, the running counts
+        and a video error not yet reported (empty for raw audio or a session without video)."""
+        return self._source.take_video() if isinstance(self._source, _ContainerSource) else ContainerVideo()
 
     def flush(self) -> list[DecodedAudio]:
         """End of stream: return the rest (resampler tail included). Further decode calls fail."""

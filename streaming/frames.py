@@ -1,23 +1,30 @@
-"""Sans-I/O video frame rules: image headers, the frame sampler and the declared-rate guard.
+"""Sans-I/O video frame rules: image headers, the frame sampler, the declared-rate guard and the
+byte-bounded queue of images waiting for decode.
 
 It is: the decisions about a video frame that need no pixels. `probe_image` reads a JPEG's or
 PNG's dimensions from its header, so a decompression bomb (a small file of 16k x 16k pixels) is
 refused before a single pixel is decoded. `FrameSampler` keeps frames at most at a given rate on
-the media clock (the engine's `spec.video_fps`), so frames that would never reach the engine are
-not decoded at all; the scheduler uses the same sampler as its own rate rule. `FrameRateGuard`
-notices a client sending frames far faster than the rate it declared in `start`.
+the media clock (the engine's `spec.video_fps`); it is the one due-rule, applied once to each frame
+where it enters: by the session protocol to an image (checked before decoding, the slot taken only
+by a frame that decoded), by the demux thread to a container frame (before resizing, and before
+decoding where the codec can skip the frame). The scheduler trusts what it is given.
+`FrameRateGuard` notices a client sending frames far faster than the rate it declared in `start`.
+`ImageQueue` holds images waiting for decode within a byte budget (latest frame wins).
+`ContainerVideo` is what the demux thread reports about a container's video track.
 
-It is not: a decoder or a resizer (`video_decode.py` holds the PyAV work) and it keeps no queue:
-the one frame waiting for the model lives in the scheduler (latest frame wins).
+It is not: a decoder or a resizer (`video_decode.py` holds the PyAV work); the frames waiting for
+the model live in the scheduler (latest frames win).
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass
 
-from patchstream.model.api import seconds_to_samples
+from patchstream.model.api import VideoFrame, seconds_to_samples
 from patchstream.streaming.protocol import CodedError, ErrorCode
 
 MAX_IMAGE_PIXELS = 7680 * 4320  # 8K UHD; a frame claiming more is refused from its header (bomb)
@@ -109,7 +116,7 @@ class FrameSampler:
         return self.last is None or start_sample - self.last >= self._due_after
 
     def admit(self, start_sample: int) -> bool:
-        """Keep the frame if it is due, and remember it."""
+        """Keep the frame if it is due, and remember it (call it for a frame that is really kept)."""
         if not self.due(start_sample):
             return False
         self.last = start_sample
@@ -133,3 +140,53 @@ class FrameRateGuard:
                 "frames arrive far faster than the `video.fps` declared in `start`; the frame was dropped",
             )
         self._last = start_sample
+
+
+@dataclass(frozen=True)
+class QueuedImage:
+    """An announced image, its header checked, waiting for decode."""
+
+    data: bytes  # the JPEG/PNG as received
+    info: ImageInfo  # its format and size, from the header
+    start_sample: int  # media time its `frame` message gave, 16 kHz samples
+
+
+class ImageQueue:
+    """Images waiting for decode, bounded by bytes. Drop rule: latest frame wins — a new image
+    pushes out the oldest waiting ones until the bytes fit (each counted in `dropped`); the newest
+    image always stays, whatever its size (`LimitsConfig.max_image_bytes` bounds that)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes  # bytes of waiting images beyond which the oldest go
+        self.bytes = 0  # bytes waiting now
+        self.dropped = 0  # images pushed out before they were decoded
+        self._waiting: OrderedDict[int, QueuedImage] = OrderedDict()  # by ticket, oldest first
+        self._tickets = itertools.count()
+
+    def put(self, image: QueuedImage) -> int:
+        """Queue an image; returns the ticket `take` redeems."""
+        ticket = next(self._tickets)
+        self._waiting[ticket] = image
+        self.bytes += len(image.data)
+        while self.bytes > self.max_bytes and len(self._waiting) > 1:
+            _, oldest = self._waiting.popitem(last=False)
+            self.bytes -= len(oldest.data)
+            self.dropped += 1
+        return ticket
+
+    def take(self, ticket: int) -> QueuedImage | None:
+        """The image queued under this ticket, or None if a newer one pushed it out."""
+        image = self._waiting.pop(ticket, None)
+        if image is not None:
+            self.bytes -= len(image.data)
+        return image
+
+
+@dataclass(frozen=True)
+class ContainerVideo:
+    """What a container's video track produced since the last report, and its running counts."""
+
+    frames: tuple[VideoFrame, ...] = ()  # patchified frames due at the engine's rate, in media-time order
+    received: int = 0  # video frames the container has carried so far (decoded or skipped)
+    dropped: int = 0  # due frames dropped so far before anyone collected them (latest frame wins)
+    error: CodedError | None = None  # why the video track was just switched off (reported once); audio goes on

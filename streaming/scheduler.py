@@ -13,8 +13,13 @@ Drop rules of the per-session backlog:
   stitches across the hole;
 - video: the latest frames win. `MAX_WAITING_FRAMES` wait at most (two, so the frames of one
   burst — a second of a fragmented MP4 — both reach the engine); a newer one pushes out the oldest
-  (counted in `frames_dropped`), and a frame not yet due at `spec.video_fps` (the `FrameSampler` rule) is
-  dropped. Video is always dropped before audio: a waiting frame never holds audio back.
+  (counted in `frames_dropped`). Frames arrive already sampled to `spec.video_fps` (the session
+  applies `frames.FrameSampler` where a frame enters, before decoding). Video is always dropped
+  before audio: a waiting frame never holds audio back.
+
+A failed step fails only the sessions it was about: an engine's `PartialStepError` names them;
+any other exception of a batched step is retried session by session. `stop` calls the engine's
+optional `shutdown` so its workers end with the server.
 """
 
 from __future__ import annotations
@@ -42,9 +47,10 @@ from patchstream.model.api import (
     VideoFrame,
     samples_to_seconds,
     seconds_to_samples,
+    shutdown_engine,
+    step_each,
 )
 from patchstream.streaming.config import SchedulerConfig
-from patchstream.streaming.frames import FrameSampler
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +69,6 @@ class SessionSlot:
     backlog: deque[AudioChunk] = field(default_factory=deque)  # audio waiting for the model
     backlog_samples: int = 0  # samples in `backlog`
     video: deque[VideoFrame] = field(default_factory=deque)  # frames waiting for the model (≤ MAX_WAITING_FRAMES, latest win)
-    sampler: FrameSampler | None = None  # the engine's frame rate (None: the engine takes no video)
     frames_dropped: int = 0  # waiting frames replaced by a newer one before the model took them
     last_step: int = -1  # index of the scheduler step that last advanced this session
     finishing: bool = False  # no step after finish was requested
@@ -113,6 +118,10 @@ class Scheduler:
             await asyncio.gather(self._task, return_exceptions=True)
         for slot in list(self._slots.values()):
             await self.close(slot)
+        try:
+            await self._on_model_thread(shutdown_engine, self.engine)
+        except Exception:  # noqa: BLE001 - stopping goes on
+            log.exception("engine shutdown failed")
         self._executor.shutdown(wait=True)
 
     async def warm_up(self, seconds: float = 2.0) -> None:
@@ -145,8 +154,6 @@ class Scheduler:
             opening.add_done_callback(self._close_orphan)
             raise
         slot = SessionSlot(next(self._ids), state, on_result, on_failure, seconds_to_samples(max_backlog_s))
-        if MediaKind.VIDEO in self.engine.spec.media:
-            slot.sampler = FrameSampler(self.engine.spec.video_fps)
         self._slots[slot.slot_id] = slot
         return slot
 
@@ -180,9 +187,7 @@ class Scheduler:
         return dropped
 
     def _submit_frame(self, slot: SessionSlot, frame: VideoFrame) -> None:
-        """Latest frame wins; frames faster than the engine's rate are dropped."""
-        if not slot.sampler.admit(frame.start_sample):
-            return
+        """Latest frame wins (the frame is already sampled to the engine's rate)."""
         slot.video.append(frame)
         if len(slot.video) > MAX_WAITING_FRAMES:
             slot.video.popleft()  # the oldest waiting frame makes room
@@ -265,20 +270,8 @@ class Scheduler:
                 except Exception as error:  # noqa: BLE001 - this session's audio, this session's error
                     results[index] = error
             fed = [index for index, result in enumerate(results) if result is None]
-            try:
-                for index, update in zip(fed, self.engine.step([work[i][0].state for i in fed])):
-                    results[index] = update
-                return results
-            except Exception as error:  # noqa: BLE001
-                if len(fed) == 1:
-                    results[fed[0]] = error
-                    return results
-            # A batched step failed: retry one by one so only the faulty session pays.
-            for index in fed:
-                try:
-                    results[index] = self.engine.step([work[index][0].state])[0]
-                except Exception as error:  # noqa: BLE001 - reported to that session
-                    results[index] = error
+            for index, update in zip(fed, step_each(self.engine, [work[i][0].state for i in fed])):
+                results[index] = update
             return results
 
         try:

@@ -5,8 +5,9 @@ and the sans-I/O protocol (`session_protocol.py`), and carry out the protocol's 
 - the receiver reads client messages, feeds them to the protocol and performs `Open`, `Decode`
   and `FinishMedia` (the bounded media queue makes a fast sender wait: TCP backpressure); a
   server shutdown reaches the protocol through `request_shutdown`;
-- the media task decodes and chunks audio, and decodes and patchifies images, off the event loop
-  and in arrival order, and finishes the engine session;
+- the media task decodes and chunks audio, and decodes and patchifies images (on a thread of the
+  session's own, so images never hold up other sessions' audio), off the event loop and in
+  arrival order, and finishes the engine session;
 - the ticker calls `tick` when the protocol's next deadline comes;
 - the sender writes the protocol's events to the websocket.
 On `Close` the session stops the first three, frees its engine session and decoder, lets the
@@ -89,7 +90,9 @@ class Session:
         self._chunker = AudioChunker(ChunkerConfig.for_engine(context.engine_spec))
         self._decoder: AudioDecoder | None = None
         self._executor: Executor = context.decode_executor  # a thread of its own for containers
+        self._image_executor: Executor | None = None  # a thread of its own for images: never the shared PCM pool
         self._slot: SessionSlot | None = None
+        # Images wait here as tickets; their bytes wait in the protocol's byte-bounded image queue.
         self._media: asyncio.Queue[bytes | DecodeFrame | None] = asyncio.Queue(MEDIA_QUEUE_FRAMES)
         self._outgoing = asyncio.Event()  # the protocol may have events to send
         self._deadline_moved = asyncio.Event()  # the protocol's next deadline came earlier
@@ -181,6 +184,8 @@ class Session:
             )
             if self._decoder.waits_for_demuxer:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.ctx.session_id}-decode")
+            if video is not None and video.is_image:
+                self._image_executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.ctx.session_id}-image")
             self._slot = await self.ctx.scheduler.open(
                 action.options, self._on_result, self._on_failure, self.ctx.limits.max_backlog_s
             )
@@ -244,8 +249,8 @@ class Session:
                 self._apply(self.protocol.media_failed(error))
                 return
             self._apply(self.protocol.decoded(chunks))
-            for frame in self._decoder.take_frames() if self._decoder is not None else ():
-                self._apply(self.protocol.frame_decoded(frame, demuxed=True))
+            if self._decoder is not None:
+                self._apply(self.protocol.container_video(self._decoder.take_video()))
             if data is END_OF_MEDIA:
                 break
         try:
@@ -256,12 +261,15 @@ class Session:
         self._apply(self.protocol.finished(result))
 
     async def _decode_frame(self, action: DecodeFrame) -> None:
-        """One image, decoded and patchified on the decode threads; a bad one costs only itself."""
+        """One image, decoded and patchified on the session's image thread; a bad one costs only itself."""
+        image = self.protocol.take_frame(action.ticket)
+        if image is None or self._image_executor is None:
+            return
         loop = asyncio.get_running_loop()
         budget = self.ctx.engine_spec.frame_soft_tokens
         try:
             frame: VideoFrame = await loop.run_in_executor(
-                self.ctx.decode_executor, decode_image, action.data, action.info, action.start_sample, budget
+                self._image_executor, decode_image, image.data, image.info, image.start_sample, budget
             )
         except CodedError as error:
             self._apply(self.protocol.frame_failed(error))
@@ -300,7 +308,6 @@ class Session:
                 pass
             backlog_s = self._slot.backlog_s if self._slot is not None else 0.0
             frames_dropped = self._slot.frames_dropped if self._slot is not None else 0
-            frames_dropped += self._decoder.frames_dropped if self._decoder is not None else 0
             self._apply(self.protocol.tick(loop.time(), backlog_s, frames_dropped))
 
     async def _send_loop(self) -> None:
@@ -349,6 +356,9 @@ class Session:
         if self._executor is not self.ctx.decode_executor:
             self._executor.shutdown(wait=False)
             self._executor = self.ctx.decode_executor
+        if self._image_executor is not None:
+            self._image_executor.shutdown(wait=False)
+            self._image_executor = None
 
 
 async def _cancel(tasks: Sequence[asyncio.Task]) -> None:

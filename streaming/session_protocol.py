@@ -35,7 +35,14 @@ from patchstream.model.api import (
     seconds_to_samples,
 )
 from patchstream.streaming.config import LimitsConfig
-from patchstream.streaming.frames import FrameRateGuard, FrameSampler, ImageInfo, probe_image
+from patchstream.streaming.frames import (
+    ContainerVideo,
+    FrameRateGuard,
+    FrameSampler,
+    ImageQueue,
+    QueuedImage,
+    probe_image,
+)
 from patchstream.streaming.outbox import Outbox, OutboxOverflow
 from patchstream.streaming.policy import CaptionPolicy, CaptionPolicyConfig, interpretation_event
 from patchstream.streaming.protocol import (
@@ -88,12 +95,11 @@ class Decode:
 
 @dataclass(frozen=True)
 class DecodeFrame:
-    """Decode this image (its header already checked) off the event loop, in order with the audio
-    bytes; then call `frame_decoded` (or `frame_failed`)."""
+    """An image (its header already checked) waits for decode: in order with the audio bytes, ask
+    `take_frame(ticket)` for it — None: skip it — decode it off the event loop (off the threads the
+    audio of other sessions decodes on), then call `frame_decoded` (or `frame_failed`)."""
 
-    data: bytes  # one JPEG/PNG
-    info: ImageInfo  # its format and size, read from the header
-    start_sample: int  # the media time its `frame` message gave
+    ticket: int  # redeems the image in the protocol's byte-bounded image queue
 
 
 @dataclass(frozen=True)
@@ -171,8 +177,10 @@ class SessionProtocol:
         self._frame_time: int | None = None  # media time of the image the next binary message is
         self._refused_image_next = False  # the next binary message is an announced image to drop unread
         self._frame_sampler: FrameSampler | None = None  # the engine's rate: frames not due are never decoded
+        self._images = ImageQueue(limits.max_queued_image_bytes)  # images waiting for decode (latest wins)
+        self._container_video = ContainerVideo()  # the container's video track so far (counts)
         self._frame_guard: FrameRateGuard | None = None  # the declared rate: far faster is refused
-        self._frames_received = 0  # video frames received (decoded or not)
+        self._frames_received = 0  # images received (decoded or not); container frames: `_container_video`
         self._frames_dropped_by_engine = 0  # frames the engine skipped under load (its own latest-wins)
         self._frames_refused = 0  # images dropped unread because their announced time was impossible
         self._rate_errors = 0  # frame_rate_exceeded refusals; only the first is reported as an event
@@ -330,21 +338,38 @@ class SessionProtocol:
                 if self._rate_errors > 1:
                     return []  # reported once; `stats.frames_dropped` keeps counting
             return self._error(error.code, error.message)
-        if not self._frame_sampler.admit(start_sample):
-            return []  # not due at the engine's rate: never decoded
-        return [DecodeFrame(data, info, start_sample)]
+        if not self._frame_sampler.due(start_sample):
+            return []  # not due at the engine's rate, even after the last frame decoded: never decoded
+        return [DecodeFrame(self._images.put(QueuedImage(data, info, start_sample)))]
 
-    def frame_decoded(self, frame: VideoFrame, demuxed: bool = False) -> list[Action]:
-        """A decoded, patchified frame: submit it. `demuxed`: it came out of the audio's container
-        (already sampled there), so it is counted here as received."""
-        if self.phase not in (Phase.STREAMING, Phase.FINISHING):
+    def take_frame(self, ticket: int) -> QueuedImage | None:
+        """The image to decode now, or None: a newer image pushed it out of the queue (counted as
+        dropped), or a frame decoded since it was queued makes it not due (sampled out)."""
+        image = self._images.take(ticket)
+        if image is None or self.phase not in (Phase.STREAMING, Phase.FINISHING):
+            return None
+        return image if self._frame_sampler.due(image.start_sample) else None
+
+    def frame_decoded(self, frame: VideoFrame) -> list[Action]:
+        """A decoded, patchified image: it takes the sampler's slot (a bad image never does), submit it."""
+        if self.phase not in (Phase.STREAMING, Phase.FINISHING) or not self._frame_sampler.admit(frame.start_sample):
             return []
-        self._frames_received += demuxed
         return [Submit(frame)]
 
     def frame_failed(self, error: CodedError) -> list[Action]:
         """One image could not be decoded: it is dropped, the session goes on."""
         return self._error(error.code, error.message)
+
+    def container_video(self, video: ContainerVideo) -> list[Action]:
+        """What the container's video track produced (already sampled and patchified by the demux
+        thread): submit the frames; a track switched off is one non-fatal error, the audio goes on."""
+        if self.phase not in (Phase.STREAMING, Phase.FINISHING):
+            return []
+        self._container_video = video
+        actions: list[Action] = [Submit(frame) for frame in video.frames]
+        if video.error is not None:
+            actions += self._error(video.error.code, video.error.message)
+        return actions
 
     # -- outcomes of the shell's work ------------------------------------------------------------
 
@@ -447,7 +472,8 @@ class SessionProtocol:
 
     def tick(self, now: float, backlog_s: float = 0.0, frames_dropped: int = 0) -> list[Action]:
         """Time passed: timeouts and periodic stats. `backlog_s` is audio waiting for the model,
-        `frames_dropped` the video frames the scheduler replaced (latest frame wins)."""
+        `frames_dropped` the video frames the scheduler replaced (latest frame wins); the frames
+        dropped before it (refused, pushed out of the image queue or the demuxer's) are counted here."""
         if self.phase is Phase.AWAITING_START and now >= self._start_deadline:
             return self._fail(ErrorCode.START_TIMEOUT, f"no `start` message within {self._limits.start_timeout_s:g} s")
         if self.phase is Phase.STREAMING and now - self._last_input >= self._limits.idle_timeout_s:
@@ -491,8 +517,13 @@ class SessionProtocol:
             backlog_s=backlog_s,
             dropped_audio_s=samples_to_seconds(self._dropped_samples),
             partials_coalesced=self._outbox.coalesced,
-            frames_received=self._frames_received,
-            frames_dropped=frames_dropped + self._frames_dropped_by_engine + self._rate_errors + self._frames_refused,
+            frames_received=self._frames_received + self._container_video.received,
+            frames_dropped=frames_dropped
+            + self._frames_dropped_by_engine
+            + self._rate_errors
+            + self._frames_refused
+            + self._images.dropped
+            + self._container_video.dropped,
         )
 
     def _send(self, *events: Event) -> list[Action]:

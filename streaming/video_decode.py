@@ -31,9 +31,15 @@ _DECODER_OPTIONS = {"err_detect": "explode"}
 
 
 def patchify(frame: av.VideoFrame, start_sample: int, soft_tokens: int) -> VideoFrame:
-    """Resize to the budget's size (multiples of 48 px), RGB, with patch positions and media time."""
-    height, width = fit_to_budget(frame.height, frame.width, soft_tokens)
-    pixels = frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC").to_ndarray()
+    """Resize to the budget's size (multiples of 48 px), RGB, with patch positions and media time.
+    `CodedError(bad_image)` when the picture cannot be converted (an odd pixel format or size)."""
+    try:
+        height, width = fit_to_budget(frame.height, frame.width, soft_tokens)
+        pixels = frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC").to_ndarray()
+    except Exception as error:  # swscale and the size rule fail on what the client sent, not on the server
+        raise CodedError(
+            ErrorCode.BAD_IMAGE, f"a {frame.width}x{frame.height} {frame.format.name} picture could not be resized: {error}"
+        ) from None
     return VideoFrame(
         pixels=np.ascontiguousarray(pixels),  # (height, width, 3) uint8
         start_sample=start_sample,

@@ -30,14 +30,17 @@ def test_the_prepared_talk_is_a_jpeg_a_second_and_its_pcm():
 
 def test_thread_cpu_names_the_stages_of_live_threads():
     done = threading.Event()
-    worker = threading.Thread(target=done.wait, name="ocr_0")
-    worker.start()
+    workers = [threading.Thread(target=done.wait, name=name) for name in ("ocr_0", "s-1a2b3c4d-image_0")]
+    for worker in workers:
+        worker.start()
     try:
         stages = thread_cpu()
     finally:
         done.set()
-        worker.join()
-    assert {"event loop", "OCR worker"} <= set(stages) and all(seconds >= 0 for seconds in stages.values())
+        for worker in workers:
+            worker.join()
+    assert {"event loop", "OCR worker", "image decode threads"} <= set(stages)
+    assert all(seconds >= 0 for seconds in stages.values())
 
 
 def test_interpretation_latency_counts_each_interpretation_once_from_its_newest_frame():

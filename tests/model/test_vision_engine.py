@@ -5,15 +5,30 @@ and no network; they are `slow` (a real model, about a second a frame on one cor
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import numpy as np
 import pytest
 
-from patchstream.model.api import AudioChunk, EngineChoice, EngineError, SessionControl, SessionOptions, VideoFrame
+from patchstream.model.api import (
+    AudioChunk,
+    CaptionUpdate,
+    EngineChoice,
+    EngineError,
+    EngineSpec,
+    InterpretationUpdate,
+    MediaKind,
+    PartialStepError,
+    SessionControl,
+    SessionOptions,
+    StepResult,
+    VideoFrame,
+)
 from patchstream.model.composite_engine import CompositeEngine
 from patchstream.model.engines import build_engine, resolve_vision
 from patchstream.model.fake_engine import FakeEngine, FakeEngineConfig
+from patchstream.model.ocr import OcrLine
 from patchstream.model.scene import SceneDetector, thumbnail
 from patchstream.model.vision_engine import SCENE, TEXT, VisionEngine, VisionEngineConfig
 
@@ -100,6 +115,138 @@ def test_the_registry_composes_on_request_and_resolves_auto():
     assert build_engine(EngineChoice("fake", options={"video_fps": 0}, vision=("scenes",))).spec.name == "fake+vision(scene)"
     assert resolve_vision(("none",)) == () and resolve_vision(("scenes", "scenes")) == ("scenes",)
     assert "scenes" in resolve_vision(("auto",))
+
+
+# --- the OCR worker, with a stand-in reader: never waited on, one bad frame fails alone ---------------
+
+
+class StandInReader:
+    """Reads a frame's grey level as its text; raises on level 13; waits on `gate` when it is set."""
+
+    def __init__(self, threads: int):
+        self.gate: threading.Event | None = None
+        self.freed = False
+
+    def read(self, pixels: np.ndarray) -> list[OcrLine]:
+        if self.gate is not None:
+            self.gate.wait(30)
+        level = int(pixels[0, 0, 0])
+        if level == 13:
+            raise ValueError("the OCR model choked on this frame")
+        return [OcrLine(f"level {level}", 0.99, 0.0, 0.0)]
+
+
+def text_engine() -> tuple[VisionEngine, StandInReader]:
+    engine = VisionEngine(VisionEngineConfig(kinds=frozenset({TEXT})), reader=StandInReader)
+    return engine, engine._reader
+
+
+def settle(engine: VisionEngine) -> None:
+    """Wait for the OCR batch in flight (the test's thread waits, never the engine)."""
+    deadline = time.monotonic() + 30
+    while engine._batch is not None and not engine._batch.done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_finish_never_waits_for_the_ocr_and_drops_the_frame_being_read():
+    engine, reader = text_engine()
+    state, other = engine.open(SessionOptions()), engine.open(SessionOptions())
+    engine.feed(state, VideoFrame(solid((50, 50, 50)), 0))
+    engine.step([state])
+    settle(engine)
+    engine.step([state])  # "level 50" is on screen
+    reader.gate = threading.Event()  # the OCR now takes as long as the test wants
+    engine.feed(state, VideoFrame(solid((90, 90, 90)), SECOND))
+    engine.step([state])  # level 90 is being read
+    finished = []
+    model_thread = threading.Thread(target=lambda: finished.append(engine.finish(state)))
+    model_thread.start()
+    model_thread.join(5)
+    try:
+        assert finished, "finish waited for the OCR worker on the model thread"
+        (result,) = finished
+        assert [(u.text, u.final, u.end) for u in result.interpretations] == [("level 50", True, 0.0)]
+        assert result.dropped_frames == 1  # the frame in flight, never read now
+        engine.feed(other, VideoFrame(solid((70, 70, 70)), 0))  # other sessions go on
+    finally:
+        reader.gate.set()
+        model_thread.join(5)
+    settle(engine)
+    engine.step([other])
+    settle(engine)
+    assert [u.text for u in engine.step([other])[0].interpretations] == ["level 70"]
+    engine.close(state)
+    engine.close(other)
+
+
+def test_a_frame_the_ocr_fails_on_is_dropped_alone_and_the_batch_still_delivers():
+    engine, _ = text_engine()
+    bad, good = engine.open(SessionOptions()), engine.open(SessionOptions())
+    engine.feed(bad, VideoFrame(solid((13, 13, 13)), 0))
+    engine.feed(good, VideoFrame(solid((40, 40, 40)), 0))
+    engine.step([bad, good])  # one batch of both frames
+    settle(engine)
+    bad_result, good_result = engine.step([bad, good])
+    assert bad_result.interpretations == () and bad_result.dropped_frames == 1
+    assert [u.text for u in good_result.interpretations] == ["level 40"]
+    engine.feed(bad, VideoFrame(solid((20, 20, 20)), SECOND))  # the bad session's next frame is read
+    engine.step([bad])
+    settle(engine)
+    assert [u.text for u in engine.step([bad])[0].interpretations] == ["level 20"]
+
+
+def test_shutdown_frees_the_ocr_worker_and_its_reader():
+    engine, _ = text_engine()
+    state = engine.open(SessionOptions())
+    engine.feed(state, VideoFrame(solid((40, 40, 40)), 0))
+    engine.step([state])
+    worker = engine._worker
+    engine.shutdown()
+    assert engine._reader is None and worker._shutdown and not any(t.is_alive() for t in worker._threads)
+    engine.shutdown()  # twice is harmless
+    composite = CompositeEngine(FakeEngine(FakeEngineConfig(video_fps=0)), text_engine()[0])
+    composite.shutdown()
+    assert composite.vision._reader is None
+
+
+class _BrokenVision:
+    """A video engine whose step fails for the state named "bad" alone, or for the whole batch."""
+
+    spec = EngineSpec("broken", media=frozenset({MediaKind.VIDEO}), video_fps=1.0, interpretations=frozenset({"x"}))
+
+    def __init__(self, whole_batch: bool):
+        self.whole_batch = whole_batch
+
+    def open(self, options):
+        return options.prompt or "ok"
+
+    def feed(self, state, media):
+        pass
+
+    def step(self, states):
+        if "bad" in states and (self.whole_batch or len(states) == 1):
+            raise RuntimeError("vision broke")
+        seen = StepResult(interpretations=(InterpretationUpdate("i", "seen", 0, 0, True, "x"),))
+        if "bad" in states:
+            raise PartialStepError([RuntimeError("vision broke") if s == "bad" else seen for s in states])
+        return [seen for _ in states]
+
+
+@pytest.mark.parametrize("whole_batch", [False, True])
+def test_a_session_failing_in_the_vision_engine_keeps_the_others_captions(whole_batch):
+    captions = FakeEngine(FakeEngineConfig(video_fps=0))
+    engine = CompositeEngine(captions, _BrokenVision(whole_batch))
+    bad, good = engine.open(SessionOptions()), engine.open(SessionOptions())
+    bad.vision = "bad"
+    tone = (0.3 * np.sin(np.arange(SECOND) / 5)).astype(np.float32)
+    for state in (bad, good):
+        engine.feed(state, AudioChunk(tone, 0))
+    with pytest.raises(PartialStepError) as partial:
+        engine.step([bad, good])
+    failed, delivered = partial.value.results
+    assert isinstance(failed, RuntimeError)
+    assert delivered.captions.tentative and [u.text for u in delivered.interpretations] == ["seen"]
+    assert delivered.captions != CaptionUpdate()  # the caption step's own update, not lost
 
 
 # --- on-screen text (a real OCR model) ------------------------------------------------------------

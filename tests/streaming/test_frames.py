@@ -84,3 +84,28 @@ def test_decode_image_gives_the_budget_size_and_refuses_damage():
     with pytest.raises(CodedError) as refused:
         decode_image(data[: len(data) // 2], probe_image(data), 0, 70)
     assert refused.value.code == "bad_image"
+
+
+def test_a_picture_that_cannot_be_resized_is_a_clear_bad_image_error(monkeypatch):
+    import patchstream.streaming.video_decode as video_decode
+
+    def refuse(height, width, budget):
+        raise ValueError(f"cannot fit a {height}x{width} image")
+
+    monkeypatch.setattr(video_decode, "fit_to_budget", refuse)
+    data = encoded(np.zeros((30, 40, 3), np.uint8), "PNG")
+    with pytest.raises(CodedError) as refused:
+        decode_image(data, probe_image(data), 0, 70)
+    assert refused.value.code == "bad_image" and "40x30" in refused.value.message and "resized" in refused.value.message
+
+
+def test_the_image_queue_keeps_the_newest_within_its_bytes():
+    from patchstream.streaming.frames import ImageQueue, QueuedImage
+
+    info = probe_image(encoded(np.zeros((8, 8, 3), np.uint8), "PNG"))
+    queue = ImageQueue(max_bytes=25)
+    tickets = [queue.put(QueuedImage(bytes(10), info, t)) for t in range(4)]
+    assert (queue.bytes, queue.dropped) == (20, 2)
+    assert [queue.take(t) is not None for t in tickets] == [False, False, True, True] and queue.bytes == 0
+    huge = queue.put(QueuedImage(bytes(100), info, 9))  # the newest stays, whatever its size
+    assert queue.take(huge).start_sample == 9

@@ -15,6 +15,7 @@ from patchstream.model.api import (
     EngineError,
     EngineSpec,
     MediaKind,
+    PartialStepError,
     SessionControl,
     SessionOptions,
     StepResult,
@@ -39,6 +40,7 @@ class RecordingEngine:
         self.fail_feed_for: set[str] = set()
         self.fail_batched_step = False
         self.gate = None  # a threading.Event the model thread waits on in `step`
+        self.fail_step_for: set[str] = set()  # sessions a batched step fails alone (PartialStepError)
 
     def open(self, options: SessionOptions) -> str:
         return options.prompt  # the state is the session's name
@@ -57,7 +59,13 @@ class RecordingEngine:
         if self.fail_batched_step and len(states) > 1:
             raise RuntimeError("the batch failed")
         self.calls.append(("step", tuple(states)))
-        return [StepResult(CaptionUpdate(processed_until=1.0)) for _ in states]
+        results = [
+            EngineError(f"{state}'s frame broke") if state in self.fail_step_for else StepResult(CaptionUpdate(processed_until=1.0))
+            for state in states
+        ]
+        if self.fail_step_for & set(states):
+            raise PartialStepError(results)
+        return results
 
     def finish(self, state) -> StepResult:
         self.calls.append(("finish", state))
@@ -171,6 +179,31 @@ async def test_a_failing_session_in_a_batch_fails_alone(make):
     assert bad.backlog_samples == 0
 
 
+async def test_a_partial_step_failure_fails_only_the_sessions_it_names_and_is_not_retried(make):
+    engine = RecordingEngine(max_batch=2)
+    engine.fail_step_for = {"bad"}
+    scheduler = await make(engine)
+    (good, good_sink), (bad, bad_sink) = [await open_slot(scheduler, name) for name in ("good", "bad")]
+    for slot in (good, bad):
+        scheduler.submit(slot, chunk(0))
+    await scheduler.start()
+    await bad_sink.wait(lambda: bad_sink.failures)
+    await good_sink.wait(lambda: good_sink.results)
+    assert "broke" in str(bad_sink.failures[0]) and not bad_sink.results and not good_sink.failures
+    assert [call for call in engine.calls if call[0] == "step"] == [("step", ("good", "bad"))]  # one step, no retry
+
+
+async def test_stop_shuts_the_engine_down_after_closing_its_sessions():
+    engine = RecordingEngine()
+    engine.shutdown = lambda: engine.calls.append(("shutdown",))
+    scheduler = Scheduler(engine, SchedulerConfig())
+    await scheduler.start()
+    await open_slot(scheduler, "a")
+    await scheduler.stop()
+    assert engine.calls[-2:] == [("close", "a"), ("shutdown",)]
+    await Scheduler(RecordingEngine(), SchedulerConfig()).stop()  # an engine without `shutdown` is fine
+
+
 async def test_finish_feeds_what_waits_then_finishes_and_close_comes_last(make):
     engine = RecordingEngine()
     scheduler = await make(engine)
@@ -193,20 +226,21 @@ async def test_media_the_engine_did_not_declare_is_refused(make):
         scheduler.submit(slot, VideoFrame(np.zeros((4, 4, 3), np.uint8), 0))
 
 
-async def test_video_latest_frame_wins_at_the_engines_rate(make):
+async def test_video_latest_frames_win_and_the_scheduler_does_not_sample_again(make):
     engine = RecordingEngine(media=frozenset({MediaKind.AUDIO, MediaKind.VIDEO}), video_fps=2.0)
     scheduler = await make(engine)
     slot, sink = await open_slot(scheduler, "a")
     half_second = 8_000
-    frames = [VideoFrame(np.full((4, 4, 3), i, np.uint8), i * half_second // 4) for i in range(9)]
-    for frame in frames:  # 8 fps offered; the engine wants 2
+    # Frames come already sampled where they enter (the session): here 2 fps, the engine's rate.
+    frames = [VideoFrame(np.full((4, 4, 3), i, np.uint8), i * half_second) for i in range(5)]
+    for frame in frames:
         scheduler.submit(slot, frame)
-    assert list(slot.video) == [frames[4], frames[8]]  # two frames wait, the newest taken
-    assert slot.frames_dropped == 1  # frames[0], due but pushed out
+    assert list(slot.video) == frames[3:]  # two frames wait, the newest taken
+    assert slot.frames_dropped == 3  # pushed out by newer ones
     await scheduler.start()
     await sink.wait(lambda: sink.results)
     fed = [call[2] for call in engine.calls if call[0] == "feed"]
-    assert fed == [frames[4], frames[8]]
+    assert fed == frames[3:]
 
 
 async def test_control_reaches_the_engine_on_the_model_thread(make):

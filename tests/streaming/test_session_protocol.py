@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from patchstream.model.api import AudioChunk, CaptionUpdate, EngineSpec, InterpretationUpdate, MediaKind, StepResult, Word
+from patchstream.model.api import AudioChunk, CaptionUpdate, EngineSpec, InterpretationUpdate, MediaKind, StepResult, VideoFrame, Word
 from patchstream.streaming.config import LimitsConfig
+from patchstream.streaming.frames import ContainerVideo
 from patchstream.streaming.protocol import CodedError, ErrorCode
 from patchstream.streaming.session_protocol import Close, Decode, DecodeFrame, FinishMedia, Open, Phase, SessionProtocol, Submit
 
@@ -206,21 +207,92 @@ def test_decoder_bugs_are_internal_errors_not_client_codes():
     assert drain(protocol)[0]["code"] == "internal_error"
 
 
-def test_images_not_due_at_the_engines_rate_are_never_decoded_and_the_header_is_checked_first():
-    spec = EngineSpec("seer", media=frozenset({MediaKind.AUDIO, MediaKind.VIDEO}), video_fps=1.0, interpretations=frozenset({"text"}))
-    protocol = SessionProtocol("s-video", spec, LimitsConfig(), STATS_EVERY_S, 0.0)
-    start = {**json.loads(START), "video": {"encoding": "jpeg", "fps": 4}, "interpretations": ["text"]}
+PNG_640x360 = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR" + (640).to_bytes(4, "big") + (360).to_bytes(4, "big") + b"\x08\x02\x00\x00\x00"
+
+
+def video_protocol(engine_fps: float = 1.0, sent_fps: float = 4, limits: LimitsConfig = LimitsConfig()) -> SessionProtocol:
+    spec = EngineSpec("seer", media=frozenset({MediaKind.AUDIO, MediaKind.VIDEO}), video_fps=engine_fps, interpretations=frozenset({"text"}))
+    protocol = SessionProtocol("s-video", spec, limits, STATS_EVERY_S, 0.0)
+    start = {**json.loads(START), "video": {"encoding": "jpeg", "fps": sent_fps}, "interpretations": ["text"], "stats": True}
     (open_,) = protocol.receive_text(json.dumps(start), 0.0)
     assert open_.options.interpretations == {"text"}
     protocol.opened(0.0)
-    png = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR" + (640).to_bytes(4, "big") + (360).to_bytes(4, "big") + b"\x08\x02\x00\x00\x00"
-    decoded = []
-    for quarter in range(8):  # 4 fps sent, 1 fps wanted
-        assert protocol.receive_text(json.dumps({"type": "frame", "time": quarter / 4}), 0.1) == []
-        decoded += protocol.receive_bytes(png, 0.1)
-    assert [type(a) for a in decoded] == [DecodeFrame, DecodeFrame]
-    assert [a.start_sample for a in decoded] == [0, 16_000] and decoded[0].info.width == 640
-    assert drain(protocol)[1:] == []  # sampling is not an error
+    drain(protocol)
+    return protocol
+
+
+def announce(protocol: SessionProtocol, time_s: float, data: bytes = PNG_640x360) -> list:
+    assert protocol.receive_text(json.dumps({"type": "frame", "time": time_s}), 0.1) == []
+    return protocol.receive_bytes(data, 0.1)
+
+
+def decoded_frame(start_sample: int) -> VideoFrame:
+    return VideoFrame(np.zeros((48, 48, 3), np.uint8), start_sample)
+
+
+def test_images_not_due_at_the_engines_rate_are_never_decoded_and_the_header_is_checked_first():
+    protocol = video_protocol()
+    submitted = []
+    for quarter in range(8):  # 4 fps sent, 1 fps wanted; each image decoded as the shell would
+        for action in announce(protocol, quarter / 4):
+            image = protocol.take_frame(action.ticket)
+            assert image.info.width == 640
+            submitted += protocol.frame_decoded(decoded_frame(image.start_sample))
+    assert [a.chunk.start_sample for a in submitted] == [0, 16_000]
+    assert drain(protocol) == []  # sampling is not an error
+
+
+def test_an_image_queued_before_the_frame_ahead_of_it_decoded_is_sampled_out_at_decode_time():
+    protocol = video_protocol()
+    queued = [a for q in range(3) for a in announce(protocol, q / 4)]  # nothing decoded yet: all queued
+    assert [type(a) for a in queued] == [DecodeFrame] * 3
+    first = protocol.take_frame(queued[0].ticket)
+    assert protocol.frame_decoded(decoded_frame(first.start_sample))
+    assert [protocol.take_frame(a.ticket) for a in queued[1:]] == [None, None]  # not due after 0.0: not decoded
+
+
+def test_a_bad_image_does_not_take_the_samplers_slot_from_the_next_good_one():
+    protocol = video_protocol(engine_fps=2.0)
+    (first,) = announce(protocol, 0.0)
+    protocol.frame_decoded(decoded_frame(protocol.take_frame(first.ticket).start_sample))
+    (bad,) = announce(protocol, 0.5)
+    assert protocol.take_frame(bad.ticket) is not None
+    protocol.frame_failed(CodedError(ErrorCode.BAD_IMAGE, "corrupt"))
+    (good,) = announce(protocol, 0.75)  # due after 0.0, the last frame decoded (not after the bad 0.5)
+    image = protocol.take_frame(good.ticket)
+    assert [a.chunk.start_sample for a in protocol.frame_decoded(decoded_frame(image.start_sample))] == [12_000]
+    assert [e["code"] for e in drain(protocol)] == ["bad_image"]
+
+
+def test_images_waiting_for_decode_are_bounded_in_bytes_and_the_latest_wins():
+    big = PNG_640x360 + bytes(1_000)
+    protocol = video_protocol(engine_fps=4.0, limits=LimitsConfig(max_queued_image_bytes=2 * len(big)))
+    queued = [a for q in range(5) for a in announce(protocol, q / 4, big)]  # the decoder is busy: all wait
+    assert [protocol.take_frame(a.ticket) is not None for a in queued] == [False, False, False, True, True]
+    protocol.tick(STATS_EVERY_S, 0.0, 0)
+    (stats,) = [e for e in drain(protocol) if e["type"] == "stats"]
+    assert (stats["frames_received"], stats["frames_dropped"]) == (5, 3)
+
+
+def test_container_video_is_submitted_counted_and_a_broken_track_is_one_non_fatal_error():
+    spec = EngineSpec("seer", media=frozenset({MediaKind.AUDIO, MediaKind.VIDEO}), video_fps=1.0)
+    protocol = SessionProtocol("s-video", spec, LimitsConfig(), STATS_EVERY_S, 0.0)
+    start = {"type": "start", "audio": {"encoding": "container"}, "video": {"encoding": "container"}, "stats": True}
+    protocol.receive_text(json.dumps(start), 0.0)
+    protocol.opened(0.0)
+    drain(protocol)
+    frames = (decoded_frame(0), decoded_frame(16_000))
+    actions = protocol.container_video(ContainerVideo(frames, received=10, dropped=1))
+    assert [a.chunk for a in actions] == list(frames)
+    broken = CodedError(ErrorCode.DECODE_FAILED, "the video track could not be decoded; audio goes on")
+    assert protocol.container_video(ContainerVideo((), received=12, dropped=1, error=broken)) == []
+    assert protocol.container_video(ContainerVideo((), received=12, dropped=1)) == []
+    protocol.tick(STATS_EVERY_S, 0.0, 2)
+    events = drain(protocol)
+    (error,) = [e for e in events if e["type"] == "error"]
+    assert error["code"] == "decode_failed" and not error["fatal"] and protocol.phase is Phase.STREAMING
+    (stats,) = [e for e in events if e["type"] == "stats"]
+    assert (stats["frames_received"], stats["frames_dropped"]) == (12, 3)  # 1 in the demuxer, 2 in the scheduler
 
 
 def test_impossible_frame_times_and_rates_are_refused_without_ending_the_session():

@@ -7,10 +7,12 @@ to the engine's rate, patchified to its frame budget, interpreted; and the issue
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import re
 import struct
+import threading
 import zlib
 
 import numpy as np
@@ -23,6 +25,8 @@ from patchstream.model.composite_engine import CompositeEngine
 from patchstream.model.engines import build_engine
 from patchstream.model.fake_engine import FakeEngine, FakeEngineConfig
 from patchstream.model.vision_engine import SCENE, VisionEngine, VisionEngineConfig
+from patchstream.streaming.decode import AudioDecoder, VideoOptions
+from patchstream.streaming.protocol import AudioFormat
 from patchstream.streaming.server import Server
 from tests.streaming.test_server import PCM_START, of_type, server_config, tone_pcm, until_ended
 
@@ -161,12 +165,15 @@ async def test_garbage_that_is_no_image_at_all_is_refused(server):
 
 async def test_a_frame_before_start_is_not_started(server):
     async with connect(server.url, max_size=None) as ws:
-        await ws.send(json.dumps({"type": "frame", "time": 0.0}))
+        await send_frames(ws, [(0.0, jpeg(solid(70)))])  # the announcement and its image, both too early
         await ws.send(json.dumps(VIDEO_START))
+        await send_frames(ws, [(0.0, jpeg(solid(70)))])
         await ws.send(tone_pcm(2.0))
         await ws.send(json.dumps({"type": "stop"}))
         events = await until_ended(ws)
-    assert events[0]["code"] == "not_started" and not events[0]["fatal"]
+    assert [(e["code"], e["fatal"]) for e in events[:2]] == [("not_started", False)] * 2
+    assert errors(events) == ["not_started", "not_started"]
+    assert [f["frame_times"] for f in of_type(events, "interpretation.final")] == [[0.0]]  # the one after start
     assert_survived(events)
 
 
@@ -248,8 +255,10 @@ async def test_scene_changes_land_within_one_sampled_frame_of_the_cut():
 # --- container video: the video track of the audio's container -----------------------------------
 
 
-def muxed(tmp_path, container: str, seconds: int = 4) -> bytes:
-    """A WebM (VP8 + Opus) or MP4 (H.264 + AAC, fragmented for live reading) of a tone, one colour a second."""
+def muxed(tmp_path, container: str, seconds: int = 4, fps: int = 5, broken_from: int | None = None, bframes: int = 0) -> bytes:
+    """A WebM (VP8 + Opus) or MP4 (H.264 + AAC, fragmented for live reading) of a tone, one colour a
+    second. `broken_from`: video packets from that frame on are garbage (a broken track).
+    `bframes`: H.264 B-frames (not references: a decoder may skip them)."""
     from fractions import Fraction
 
     import av
@@ -257,25 +266,82 @@ def muxed(tmp_path, container: str, seconds: int = 4) -> bytes:
     path = tmp_path / f"clip.{container}"
     options = {"movflags": "frag_keyframe+empty_moov"} if container == "mp4" else {}
     with av.open(str(path), "w", format=container, options=options) as out:
-        video = out.add_stream("libvpx" if container == "webm" else "libx264", rate=5)
+        video = out.add_stream("libvpx" if container == "webm" else "libx264", rate=fps)
         video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
-        video.options = {"deadline": "realtime", "cpu-used": "8"} if container == "webm" else {"preset": "ultrafast"}
-        video.codec_context.gop_size = 5  # a keyframe (and an MP4 fragment) every second: live-like
+        video.options = (
+            {"deadline": "realtime", "cpu-used": "8"}
+            if container == "webm"
+            else {"preset": "ultrafast", "x264-params": f"bframes={bframes}:b-pyramid=none"}
+        )
+        video.codec_context.gop_size = fps  # a keyframe (and an MP4 fragment) every second: live-like
         audio = out.add_stream("libopus" if container == "webm" else "aac", rate=48_000, layout="mono")
         pcm = np.frombuffer(tone_pcm(seconds, rate=48_000), np.int16)
-        chunk = 48_000 // 5
+        chunk = 48_000 // fps
         resampler = av.AudioResampler(format=audio.codec_context.format.name, layout="mono", rate=48_000)
-        for number in range(seconds * 5):
-            frame = av.VideoFrame.from_ndarray(solid(60 * (number // 5) % 256), format="rgb24")
-            frame.pts, frame.time_base = number, Fraction(1, 5)
-            out.mux(video.encode(frame))
+
+        def mux_video(packets):
+            for packet in packets:
+                if broken_from is not None and packet.pts is not None and packet.pts >= broken_from:
+                    garbage = av.Packet(b"\x00\x01\x02garbage" * 20)
+                    garbage.pts, garbage.dts, garbage.time_base = packet.pts, packet.dts, packet.time_base
+                    garbage.stream = packet.stream
+                    packet = garbage
+                out.mux(packet)
+
+        for number in range(seconds * fps):
+            frame = av.VideoFrame.from_ndarray(solid(60 * (number // fps) % 256, (240, 320)), format="rgb24")
+            frame.pts, frame.time_base = number, Fraction(1, fps)
+            mux_video(video.encode(frame))
             piece = av.AudioFrame.from_ndarray(pcm[None, number * chunk : (number + 1) * chunk], format="s16", layout="mono")
             piece.sample_rate, piece.pts, piece.time_base = 48_000, number * chunk, Fraction(1, 48_000)
             for resampled in resampler.resample(piece):
                 out.mux(audio.encode(resampled))
-        out.mux(video.encode(None))
+        mux_video(video.encode(None))
         out.mux(audio.encode(None))
     return path.read_bytes()
+
+
+def demux_all(data: bytes, video: VideoOptions) -> tuple[int, list, AudioDecoder]:
+    """Audio samples decoded, the container video reports, and the (closed) decoder."""
+    decoder = AudioDecoder(AudioFormat("container"), video=video)
+    samples, reports = 0, []
+    try:
+        for offset in range(0, len(data), 4_000):
+            samples += sum(piece.num_samples for piece in decoder.decode(data[offset : offset + 4_000]))
+            reports.append(decoder.take_video())
+        samples += sum(piece.num_samples for piece in decoder.flush())
+        reports.append(decoder.take_video())
+    finally:
+        decoder.close()
+    return samples, reports, decoder
+
+
+def test_a_broken_video_track_switches_video_off_with_one_error_and_the_audio_goes_on(tmp_path):
+    data = muxed(tmp_path, "webm", seconds=4, broken_from=12)  # garbage from 2.4 s on
+    samples, reports, _ = demux_all(data, VideoOptions(fps=2.0, soft_tokens=70, max_pixels=7680 * 4320))
+    errors = [r.error for r in reports if r.error is not None]
+    assert len(errors) == 1 and errors[0].code == "decode_failed" and "audio goes on" in errors[0].message
+    times = [frame.start_s for r in reports for frame in r.frames]
+    assert times and max(times) < 2.4  # frames before the damage were kept
+    assert samples >= 3.9 * RATE  # every second of the audio was decoded
+
+
+def test_a_container_video_track_over_the_pixel_limit_is_not_decoded_and_said_so(tmp_path):
+    data = muxed(tmp_path, "webm", seconds=2)
+    samples, reports, decoder = demux_all(data, VideoOptions(fps=2.0, soft_tokens=70, max_pixels=320 * 240 - 1))
+    (error,) = [r.error for r in reports if r.error is not None]
+    assert error.code == "image_too_large" and "320x240" in error.message
+    assert not [frame for r in reports for frame in r.frames] and decoder._source.frames_decoded == 0
+    assert samples >= 1.9 * RATE
+
+
+def test_container_frames_not_due_are_skipped_by_the_codec_where_it_can_and_all_are_counted(tmp_path):
+    data = muxed(tmp_path, "mp4", seconds=3, fps=10, bframes=2)  # IBBPBBP...: two of three frames need no decode
+    _, reports, decoder = demux_all(data, VideoOptions(fps=1.0, soft_tokens=70, max_pixels=7680 * 4320))
+    kept = [frame.start_s for r in reports for frame in r.frames]
+    assert kept == pytest.approx([0.0, 0.9, 1.8, 2.7], abs=0.05)  # due 0.9 s (1 fps less 10 %) after the last
+    assert reports[-1].received == 30  # every frame the container carried counts as received
+    assert decoder._source.frames_decoded < 20  # B-frames not due were never decoded
 
 
 @pytest.mark.parametrize("container", ["webm", "mp4"])
@@ -295,6 +361,51 @@ async def test_container_video_is_demuxed_sampled_and_interpreted_on_the_audio_c
     assert all("432x336" in f["text"] for f in of_type(events, "interpretation.final"))
     assert of_type(events, "caption.final") and events[-1]["reason"] == "stop"
     assert not of_type(events, "error")
+
+
+async def test_a_broken_container_video_track_costs_the_session_its_video_not_its_captions(server, tmp_path):
+    data = muxed(tmp_path, "webm", seconds=4, broken_from=12)
+    start = {"type": "start", "audio": {"encoding": "container"}, "video": {"encoding": "container"}}
+    async with connect(server.url, max_size=None) as ws:
+        await ws.send(json.dumps(start))
+        for offset in range(0, len(data), 2_000):
+            await ws.send(data[offset : offset + 2_000])
+            await asyncio.sleep(0.01)
+        await ws.send(json.dumps({"type": "stop"}))
+        events = await asyncio.wait_for(until_ended(ws), 30)
+    assert errors(events) == ["decode_failed"]
+    assert of_type(events, "interpretation.final")  # the frames before the damage
+    assert_survived(events)
+    assert events[-1]["audio_received_s"] >= 3.9
+
+
+async def test_a_slow_image_decode_never_holds_up_another_sessions_audio(monkeypatch):
+    import patchstream.streaming.session as session_module
+
+    release = threading.Event()
+    real_decode = session_module.decode_image
+
+    def stuck_decode(*args):
+        release.wait(30)  # an image that takes "forever" to decode
+        return real_decode(*args)
+
+    monkeypatch.setattr(session_module, "decode_image", stuck_decode)
+    config = dataclasses.replace(server_config(), decode_threads=1)  # one shared PCM thread
+    try:
+        async with Server(config, build_engine(EngineChoice("fake"))) as running:
+            async with connect(running.url, max_size=None) as video_ws:
+                await video_ws.send(json.dumps(VIDEO_START))
+                await send_frames(video_ws, [(0.0, jpeg(solid(50)))])
+                await video_ws.send(tone_pcm(0.5))
+                # Meanwhile an audio-only session is captioned: its PCM decodes beside the stuck image.
+                events = await asyncio.wait_for(video_session(running.url, 2.0, [], start=PCM_START), 20)
+                assert of_type(events, "caption.final") and events[-1]["reason"] == "stop"
+                release.set()
+                await video_ws.send(json.dumps({"type": "stop"}))
+                video_events = await asyncio.wait_for(until_ended(video_ws), 20)
+            assert of_type(video_events, "interpretation.final") and video_events[-1]["reason"] == "stop"
+    finally:
+        release.set()
 
 
 async def test_container_video_needs_a_container_audio_declaration(server):
