@@ -44,6 +44,7 @@ _SSN_CUES = ("social", "security", "ssn", "ss")
 # Words that announce a personal number: six digits or more after one are masked.
 _NUMBER_CUES = frozenset({*_SSN_CUES, "number", "phone", "card", "account", "pin", "code", "id", "passcode", "password", "member", "policy"})
 _EMAIL_CUES = frozenset({"email", "e-mail", "mail", "address"})
+_MAIL_PROVIDERS = frozenset({"gmail", "googlemail", "yahoo", "hotmail", "outlook", "icloud", "aol", "proton", "protonmail"})
 _CUE_WINDOW = 5  # words before a digit run searched for a cue
 # A written digit group: digits with -, ., ( ) or a leading + between them, nothing else. Times
 # (3:30), dates (1/2), amounts ($5, 1,250) and decimals (12.50) are not groups.
@@ -188,9 +189,12 @@ def _email_spans(tokens: list[_Token], open_end: bool) -> list[_Span]:
             elif _DOMAIN.match(token.core) and token.core.rsplit(".", 1)[-1] in _TLDS:
                 spans.append(_Span(index, index, "email"))
     for at, token in enumerate(tokens):
-        if token.core != "at" or at == 0 or token.trailing:
+        if token.core != "at" or at == 0 or token.trailing or at + 1 >= len(tokens):
             continue
         end = _spoken_domain_end(tokens, at + 1, open_end)
+        cued = _EMAIL_CUES & {t.core for t in tokens[max(0, at - 1 - _CUE_WINDOW):at - 1]}
+        if end is None and (cued or tokens[at + 1].core in _MAIL_PROVIDERS):
+            end = at + 1  # "my email is jane at gmail": the ".com" is lost, or not said yet
         if end is None:
             continue
         first = at - 1

@@ -86,6 +86,13 @@ def test_only_the_kinds_asked_for_are_masked():
         Redactor(frozenset({"dna"}))
 
 
+def test_an_address_without_its_top_level_domain_is_masked_after_a_cue_or_a_mail_provider():
+    assert redact("My email is jane at gmail.", final=False) == "My email is [email]."
+    assert redact("It's jane at acme, thanks.") == "It's jane at acme, thanks."
+    assert redact("Write to jane at hotmail please.") == "Write to [email] please."
+    assert redact("My email address is jane at acme.") == "My email address is [email]."
+
+
 def test_a_partial_hides_a_number_that_may_still_grow():
     assert redact("my card is 4111 11", final=False) == "my card is [number]"
     assert redact("the year 2024", final=False) == "the year 2024"  # 4 digits: too short to hide
