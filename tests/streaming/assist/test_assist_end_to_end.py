@@ -8,6 +8,7 @@ comes after the last final and before `ended`. Slow: a real model over ~25 s of 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import re
@@ -24,6 +25,10 @@ from patchstream.streaming.server import Server
 
 pytestmark = [
     pytest.mark.slow,
+    # Found, not imported: importing wordllama configures the root logger (model/text_models.py).
+    pytest.mark.skipif(
+        not all(importlib.util.find_spec(name) for name in ("wordllama", "vaderSentiment")), reason="needs the assist extra"
+    ),
     pytest.mark.timeout(180),
     pytest.mark.skipif(not speech.espeak_available(), reason="needs eSpeak NG"),
 ]
