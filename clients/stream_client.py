@@ -106,6 +106,7 @@ class StreamOptions:
     video_fps: float = 1.0  # JPEG frames per media second sent when the stream has video
     interpretations: tuple[str, ...] | None = None  # `start.interpretations`; None = all the engine offers
     transport: str = "websocket"  # how media travels: "websocket" (binary frames) or "webrtc" (a peer connection)
+    assist: dict | bool | None = None  # `start.assist` (agent assist); None sends none
 
 
 @dataclass(frozen=True)
@@ -279,6 +280,7 @@ def start_message(options: StreamOptions, video: bool = False) -> str:
             stats=options.stats,
             video=VideoFormat("jpeg", options.video_fps) if video else None,
             interpretations=options.interpretations if video else None,
+            assist=options.assist,
         )
     )
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from patchstream.streaming.assist.config import AssistConfig
+
 
 @dataclass(frozen=True)
 class LimitsConfig:
@@ -48,3 +50,4 @@ class ServerConfig:
     web_dir: str | None = None  # the browser page's directory, served at GET /; None: no page
     certfile: str | None = None  # TLS certificate chain (PEM): serve https:// and wss://; None: plain
     keyfile: str | None = None  # its private key (PEM); None: inside `certfile`
+    assist: AssistConfig = field(default_factory=AssistConfig)  # agent assist every session gets (`--assist-config`)

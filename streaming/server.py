@@ -17,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from patchstream.model.api import Engine
+from patchstream.model.api import Engine, EngineError, TextModels
+from patchstream.model.engines import build_text_models
 from patchstream.streaming.adapters.routes import RouteError, adapter_for
+from patchstream.streaming.assist.service import ASSIST_THREADS, AssistService
 from patchstream.streaming.config import ServerConfig
-from patchstream.streaming.postprocess import PostProcessorFactory
 from patchstream.streaming.protocol import HEALTH_PATH, NATIVE_STREAM_PATH, Ended, EndedReason, Error, ErrorCode, to_json
 from patchstream.streaming.scheduler import Scheduler
 from patchstream.streaming.session import Session, SessionContext
@@ -32,12 +33,14 @@ log = logging.getLogger(__name__)
 class Server:
     """Serves the native protocol for one engine."""
 
-    def __init__(self, config: ServerConfig, engine: Engine, post_processor: PostProcessorFactory | None = None):
+    def __init__(self, config: ServerConfig, engine: Engine, text_models: TextModels | None = None):
         self.config = config
         self.engine = engine
-        self.post_processor = post_processor  # every session's captions pass through one of its making
+        self._text_models = text_models  # agent assist's models; None: loaded at start-up
         self.scheduler = Scheduler(engine, config.scheduler)
         self._decode_executor = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
+        self._assist_executor = ThreadPoolExecutor(ASSIST_THREADS, thread_name_prefix="assist")
+        self._assist: AssistService | None = None  # built with its text models at start-up
         self._sessions: dict[str, Session] = {}
         self._session_tasks: set[asyncio.Task] = set()
         self._ws_server = None
@@ -67,6 +70,13 @@ class Server:
     async def __aenter__(self) -> "Server":
         await self.scheduler.start()
         await self.scheduler.warm_up()
+        models = self._text_models or await asyncio.get_running_loop().run_in_executor(
+            self._assist_executor, build_text_models
+        )
+        try:
+            self._assist = AssistService(self.config.assist, models, self._assist_executor)
+        except ValueError as error:  # `--assist-config` asks for a model the `assist` extra would bring
+            raise EngineError(str(error)) from None
         limits = self.config.limits
         self._ws_server = await serve(
             self._handle,
@@ -103,6 +113,7 @@ class Server:
         self._ws_server = None
         await self.scheduler.stop()
         self._decode_executor.shutdown(wait=False, cancel_futures=True)
+        self._assist_executor.shutdown(wait=False, cancel_futures=True)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
@@ -137,7 +148,7 @@ class Server:
             limits=self.config.limits,
             scheduler_config=self.config.scheduler,
             engine_spec=self.engine.spec,
-            post_processor=self.post_processor,
+            assist=self._assist,
         )
         session = Session(websocket, context, adapter_for(websocket.request.path))
         self._sessions[session_id] = session
