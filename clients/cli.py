@@ -54,6 +54,7 @@ from patchstream.streaming.app import (
     load_keys_file,
     mint_token,
     parse_key,
+    load_assist_file,
 )
 from patchstream.streaming.app import run as run_server
 from patchstream.streaming.app import run_until_complete, serve_in_process
@@ -82,6 +83,7 @@ class CaptionJob:
     video_fps: float = 1.0  # JPEG frames per media second sent
     api_key: str | None = None  # Bearer credential for a remote server (--api-key / PATCHSTREAM_API_KEY)
     transport: str = "websocket"  # "webrtc": the audio on a peer connection (live pace, no video)
+    assist: dict | bool | None = None  # `start.assist`: agent assist events beside the captions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
         "track of a peer connection, as a browser sends it; real-time pace, audio only)",
     )
     caption.add_argument(
+        "--assist", nargs="?", const="true", metavar="JSON",
+        help="agent assist: redaction, sentiment and a summary, or a JSON object of `start.assist` "
+        "options (docs/protocol.md, Agent assist), printed as <sentiment>, <intent>, <summary> lines",
+    )
+    caption.add_argument(
         "--api-key", default=os.environ.get("PATCHSTREAM_API_KEY"), metavar="SECRET",
         help="credential for --url (an API key or a signed token; default $PATCHSTREAM_API_KEY)",
     )
@@ -151,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--keyfile", metavar="PEM", help="the certificate's private key (default: inside --certfile)")
     serve.add_argument("--no-web", action="store_true", help="do not serve the browser page at /")
+    serve.add_argument(
+        "--assist-config", metavar="FILE",
+        help="agent assist every session gets: a JSON object like `start`'s `assist` (docs/protocol.md)",
+    )
     serve.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error"),
         help="(default %(default)s)",
@@ -352,6 +363,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--transport webrtc streams live media: drop --fast")
     if args.command == "serve" and args.keyfile and not args.certfile:
         parser.error("--keyfile needs --certfile")
+    if args.command == "caption" and args.assist is not None:
+        try:
+            args.assist = json.loads(args.assist)
+        except json.JSONDecodeError:
+            parser.error("--assist takes a JSON object (or nothing, for the defaults)")
     return args.handler(args)
 
 
@@ -366,7 +382,7 @@ def _caption_command(args: argparse.Namespace) -> int:
     job = CaptionJob(
         file=args.file, url=args.url, engine=_engine_choice(args), fast=args.fast,
         json_lines=args.json, vtt=args.vtt, srt=args.srt, language=args.language,
-        video=not args.no_video, video_fps=args.video_fps, api_key=args.api_key, transport=args.transport,
+        video=not args.no_video, video_fps=args.video_fps, api_key=args.api_key, transport=args.transport, assist=args.assist,
     )
     return run_async(lambda: caption(job))
 
@@ -375,10 +391,15 @@ def _serve_command(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, args.log_format)
     limits = LimitsConfig(max_sessions=args.max_sessions, max_backlog_s=args.max_backlog_s)
     try:
+        assist = load_assist_file(args.assist_config) if args.assist_config else ServerConfig().assist
         operations = _operations_config(args)
+    except ValueError as error:
+        print(f"patchstream: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         config = ServerConfig(
             host=args.host, port=args.port, limits=limits, web_dir=None if args.no_web else str(WEB_DIR),
-            certfile=args.certfile, keyfile=args.keyfile, **operations,
+            certfile=args.certfile, keyfile=args.keyfile, assist=assist, **operations,
         )
         run_server(config, _engine_choice(args))
     except (EngineError, OSError, ValueError) as error:  # no model, the port is taken, a bad key or bind
@@ -479,6 +500,7 @@ async def _caption_file(job: CaptionJob, on_event: Callable[[ReceivedEvent], Non
     options = StreamOptions(
         url=job.url or "", fast=job.fast, language=job.language, video_fps=job.video_fps, transport=job.transport,
         api_key=job.api_key,
+        assist=job.assist,
     )
     if job.transport == "webrtc":
         print("patchstream: audio over WebRTC (an Opus track), events over the websocket", file=sys.stderr)

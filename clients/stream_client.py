@@ -118,6 +118,7 @@ class StreamOptions:
     api_key: str | None = None  # sent as `Authorization: Bearer` (an API key or a signed token)
     resume: bool = True  # resume the session when the connection drops mid-stream
     transport: str = "websocket"  # how media travels: "websocket" (binary frames) or "webrtc" (a peer connection)
+    assist: dict | bool | None = None  # `start.assist` (agent assist); None sends none
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,7 @@ def start_message(options: StreamOptions, video: bool = False) -> str:
             stats=options.stats,
             video=VideoFormat("jpeg", options.video_fps) if video else None,
             interpretations=options.interpretations if video else None,
+            assist=options.assist,
         )
     )
 

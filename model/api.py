@@ -284,3 +284,37 @@ class EngineChoice:
     model_path: str | None = None  # local weights directory or a bundled model's name ("base"); None = the default
     options: dict = field(default_factory=dict)  # engine-specific knobs (threads, beam size, ...)
     vision: tuple[str, ...] = ()  # interpretation engines composed beside it ("ocr", "scenes"); () = none
+
+
+# --- text models of agent assist (built by `model.engines.build_text_models`) --------------------
+
+
+@runtime_checkable
+class TextEmbedder(Protocol):
+    """Sentence embeddings for intent matching and summaries. Thread-safe: read-only after load."""
+
+    name: str
+
+    def embed(self, texts: Sequence[str]) -> "np.ndarray":
+        """(N, D) float32, each row unit length (all zeros for a text with no known token)."""
+        ...
+
+
+@runtime_checkable
+class SentimentScorer(Protocol):
+    """Polarity of one utterance. Thread-safe."""
+
+    name: str
+
+    def polarity(self, text: str) -> float:
+        """From -1 (most negative) through 0 (neutral) to 1 (most positive)."""
+        ...
+
+
+@dataclass(frozen=True)
+class TextModels:
+    """The CPU text models a server offers agent assist; None where the `assist` extra is missing."""
+
+    embedder: TextEmbedder | None = None  # intents and summaries
+    sentiment: SentimentScorer | None = None  # per-utterance sentiment
+    missing: str = ""  # why a model is None, for the `bad_start` that asks for it

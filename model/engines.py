@@ -55,3 +55,8 @@ def resolve_vision(parts: tuple[str, ...]) -> tuple[str, ...]:
     ocr = importlib.import_module("patchstream.model.ocr")  # numpy only until it reads
     auto = ("ocr", "scenes") if ocr.available() else ("scenes",)
     return tuple(dict.fromkeys([*(p for p in parts if p != "auto"), *auto]))
+
+
+def build_text_models():
+    """The CPU text models of agent assist (`model.api.TextModels`); loads in well under a second."""
+    return importlib.import_module("patchstream.model.text_models").build()

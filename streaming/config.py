@@ -12,6 +12,8 @@ from pathlib import Path
 from patchstream.streaming.admission import AdmissionConfig
 from patchstream.streaming.auth import AuthConfig
 
+from patchstream.streaming.assist.config import AssistConfig
+
 
 @dataclass(frozen=True)
 class LimitsConfig:
@@ -52,6 +54,7 @@ class ServerConfig:
     web_dir: str | None = None  # the browser page's directory, served at GET /; None: no page
     certfile: str | None = None  # TLS certificate chain (PEM): serve https:// and wss://; None: plain
     keyfile: str | None = None  # its private key (PEM); None: inside `certfile`
+    assist: AssistConfig = field(default_factory=AssistConfig)  # agent assist every session gets (`--assist-config`)
     # --- issue 13: auth, TLS, capacity, resume, journal (docs/operations.md) ---
     auth: AuthConfig = field(default_factory=AuthConfig)  # keys, tokens, origins; no keys = open on loopback
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)  # capacity from measured headroom

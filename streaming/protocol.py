@@ -72,6 +72,7 @@ class ErrorCode(enum.StrEnum):
     BAD_OFFER = "bad_offer"
     UNSUPPORTED_CODEC = "unsupported_codec"
     PEER_LOST = "peer_lost"
+    ASSIST_FAILED = "assist_failed"
 
 
 # A `start` that cannot be served ends the session; other bad control messages are only rejected.
@@ -253,7 +254,7 @@ class StartMessage:
     interpretations: tuple[str, ...] | None = None  # interpretation kinds wanted; None = all the engine offers
     instruction: str = ""  # what to interpret beside captions, for engines that take instructions
     channels: tuple[str, ...] | None = None  # one label per audio channel: caption each apart; None = caption the mix
-    assist: dict | None = None  # options for the server's caption post-processor (agent assist), passed on unread
+    assist: dict | bool | None = None  # agent assist options as sent; streaming/assist/config.py validates them
 
     @property
     def multichannel(self) -> bool:
@@ -403,14 +404,18 @@ def _parse_start(message: dict) -> StartMessage:
         interpretations=_kinds(message, ErrorCode.BAD_START),
         instruction=_text(message, "instruction", ErrorCode.BAD_START, MAX_INSTRUCTION_CHARS) or "",
         channels=_channel_labels(message, audio),
-        assist=_assist_options(message),
+        assist=_assist(message),
     )
 
 
-def _assist_options(message: dict) -> dict | None:
-    assist = message.get("assist")
-    _require(assist is None or isinstance(assist, dict), ErrorCode.BAD_START, "`assist` must be an object")
-    return assist
+def _assist(message: dict) -> dict | bool | None:
+    value = message.get("assist")
+    _require(
+        value is None or isinstance(value, (dict, bool)),
+        ErrorCode.BAD_START,
+        "`assist` must be true, false or an object of agent assist options",
+    )
+    return value
 
 
 def _parse_frame(message: dict) -> FrameMessage:
@@ -582,7 +587,8 @@ class InterpretationPartial:
     start: float  # media seconds of the first media it covers
     end: float  # media seconds of the last media it covers
     frame_times: tuple[float, ...] = ()  # media seconds of the video frames it was made from
-    channel: str | None = None  # the audio channel's label in a multichannel session; None = the mix
+    channel: str | None = None  # the audio channel's label in a multichannel session; None = the mix (not sent)
+    data: dict | None = None  # the kind's structured fields (agent assist: score, intent, ...); None: not sent
     type: str = "interpretation.partial"
 
 
@@ -596,7 +602,8 @@ class InterpretationFinal:
     start: float  # media seconds of the first media it covers
     end: float  # media seconds of the last media it covers
     frame_times: tuple[float, ...] = ()  # media seconds of the video frames it was made from
-    channel: str | None = None  # the audio channel's label in a multichannel session; None = the mix
+    channel: str | None = None  # the audio channel's label in a multichannel session; None = the mix (not sent)
+    data: dict | None = None  # the kind's structured fields (agent assist: score, intent, ...); None: not sent
     type: str = "interpretation.final"
 
 
@@ -682,7 +689,7 @@ def _rounded(value):
 
 
 # Fields left out of an event's JSON while they are None (they exist only in some sessions).
-_OPTIONAL_FIELDS = ("channel", "resume_token", "retry_after_s")  # + issue 13: resume, retry hint
+_OPTIONAL_FIELDS = ("channel", "data", "resume_token", "retry_after_s")  # + issue 13: resume, retry hint
 
 
 def event_fields(event: Event) -> dict:

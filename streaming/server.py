@@ -26,15 +26,16 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from patchstream.model.api import Engine
+from patchstream.model.api import Engine, EngineError, TextModels
+from patchstream.model.engines import build_text_models
 from patchstream.streaming import endpoints, logging_context
 from patchstream.streaming.admission import CapacityModel, KeyUsage
 from patchstream.streaming.auth import AuthError, AuthRequest, Authenticator, Principal, check_bind
 from patchstream.streaming.adapters.routes import RouteError, adapter_for
+from patchstream.streaming.assist.service import ASSIST_THREADS, AssistService
 from patchstream.streaming.config import ServerConfig
 from patchstream.streaming.journal import Journal
 from patchstream.streaming.metrics import ServerMetrics
-from patchstream.streaming.postprocess import PostProcessorFactory
 from patchstream.streaming.protocol import (
     NATIVE_STREAM_PATH,
     TRANSCRIPT_PATH,
@@ -59,12 +60,14 @@ WARM_UP_S = 2.0  # audio of the warm-up session; its step time is the first cost
 class Server:
     """Serves the native protocol for one engine."""
 
-    def __init__(self, config: ServerConfig, engine: Engine, post_processor: PostProcessorFactory | None = None):
+    def __init__(self, config: ServerConfig, engine: Engine, text_models: TextModels | None = None):
         self.config = config
         self.engine = engine
-        self.post_processor = post_processor  # every session's captions pass through one of its making
+        self._text_models = text_models  # agent assist's models; None: loaded at start-up
         self.scheduler = Scheduler(engine, config.scheduler)
         self._decode_executor = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
+        self._assist_executor = ThreadPoolExecutor(ASSIST_THREADS, thread_name_prefix="assist")
+        self._assist: AssistService | None = None  # built with its text models at start-up
         self._sessions: dict[str, Session] = {}
         self._session_tasks: set[asyncio.Task] = set()
         self._ws_server = None
@@ -114,6 +117,13 @@ class Server:
         started = time.perf_counter()
         await self.scheduler.warm_up(WARM_UP_S)
         self.capacity.warmed_up(time.perf_counter() - started, WARM_UP_S)
+        models = self._text_models or await asyncio.get_running_loop().run_in_executor(
+            self._assist_executor, build_text_models
+        )
+        try:
+            self._assist = AssistService(self.config.assist, models, self._assist_executor)
+        except ValueError as error:  # `--assist-config` asks for a model the `assist` extra would bring
+            raise EngineError(str(error)) from None
         limits = self.config.limits
         self._ws_server = await serve(
             self._handle,
@@ -151,6 +161,7 @@ class Server:
         self._ws_server = None
         await self.scheduler.stop()
         self._decode_executor.shutdown(wait=False, cancel_futures=True)
+        self._assist_executor.shutdown(wait=False, cancel_futures=True)
         await self.journal.aclose()  # every journal flushed and fsynced
 
     # -- requests --------------------------------------------------------------------------------
@@ -218,7 +229,7 @@ class Server:
             observer=SessionObserver(session_id, self.metrics, self.journal, self.engine.spec.sample_rate),
             resume_token=secrets.token_urlsafe(24) if grace > 0 and adapter is None else None,  # native only
             resume_grace_s=grace,
-            post_processor=self.post_processor,
+            assist=self._assist,
         )
         session = Session(websocket, context, adapter)
         self._sessions[session_id] = session

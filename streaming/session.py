@@ -44,12 +44,13 @@ from patchstream.streaming.chunker import AudioChunker, ChunkerConfig, DecodedAu
 from patchstream.streaming.config import LimitsConfig, SchedulerConfig
 from patchstream.streaming.decode import AudioDecoder, DecodeError, VideoOptions
 from patchstream.streaming.peer_media import PeerMediaDecoder
-from patchstream.streaming.postprocess import PostProcessorFactory
 from patchstream.streaming.protocol import CodedError, Ended, ErrorCode, WebRTCOffer, to_json
 from patchstream.streaming.scheduler import Scheduler, SessionSlot
 from patchstream.streaming.session_observer import SessionObserver
+from patchstream.streaming.assist.service import AssistService
 from patchstream.streaming.session_protocol import (
     Action,
+    Assist,
     Close,
     Control,
     Decode,
@@ -71,6 +72,9 @@ END_OF_MEDIA = None  # media-queue marker: no more bytes
 PEER_MEDIA = "peer-media"  # media-queue marker: the peer connection delivered frames (at most one queued)
 CLOSE_TIMEOUT_S = 5.0  # the websocket closing handshake; then the transport is aborted
 TAKE_OVER_TIMEOUT_S = 5.0  # a resume waits this long for the old connection to be noticed as dropped
+# Assist work waiting for the assist thread (one per final caption, ~1 ms each). Past this the
+# analysis of a new caption is skipped (the caption itself is sent); the summary is never skipped.
+ASSIST_BACKLOG = 256
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ class SessionContext:
     observer: SessionObserver | None = None  # journal + metrics; None reports nothing
     resume_token: str | None = None  # sent in `ready`; None: the session cannot be resumed
     resume_grace_s: float = 0.0  # how long a dropped session waits for its client
-    post_processor: PostProcessorFactory | None = None  # the captions' post-processor (agent assist); None = none
+    assist: AssistService | None = None  # agent assist (streaming/assist/); None: not offered
 
 
 class Session:
@@ -105,7 +109,7 @@ class Session:
             context.limits,
             context.scheduler_config.stats_interval_s,
             loop.time(),
-            post_processor=context.post_processor,
+            assist=context.assist.open if context.assist is not None else None,
             progress_events=adapter is not None and adapter.progress_events,
             resume_token=context.resume_token,
             resume_grace_s=context.resume_grace_s,
@@ -135,6 +139,7 @@ class Session:
         self._peer = None  # WebRTC sessions: the `webrtc.PeerConnection` (aiortc is imported only for them)
         self._peer_decoder: PeerMediaDecoder | None = None  # WebRTC sessions: frames → chunks and patchified frames
         self._peer_media_queued = False  # a PEER_MEDIA marker waits in the media queue
+        self._assist_work: asyncio.Queue[Assist] = asyncio.Queue()  # bounded by ASSIST_BACKLOG in `_apply`
 
     def request_shutdown(self) -> None:
         """The server is stopping: the protocol says so and finishes like on `stop`."""
@@ -154,6 +159,7 @@ class Session:
         workers = [
             asyncio.create_task(self._guarded(self._media_loop()), name=f"{name}-media"),
             asyncio.create_task(self._guarded(self._tick_loop()), name=f"{name}-tick"),
+            asyncio.create_task(self._guarded(self._assist_loop()), name=f"{name}-assist"),
         ]
         self._start_connection_tasks()
         try:
@@ -224,6 +230,9 @@ class Session:
                 self._pending_control = action.control if waiting is None else waiting.then(action.control)
                 if self._controlling is None or self._controlling.done():
                     self._controlling = asyncio.create_task(self._control(), name=f"{self.ctx.session_id}-control")
+            elif isinstance(action, Assist):
+                if action.last or self._assist_work.qsize() < ASSIST_BACKLOG:
+                    self._assist_work.put_nowait(action)
             elif isinstance(action, Close):
                 self._client_gone = self._client_gone or action.client_gone
                 self._closing.set()
@@ -488,6 +497,19 @@ class Session:
                 f"the audio has {audio.samples.shape[0]} channels but `channels` names {len(self._chunkers)}",
             )
         return [DecodedAudio(audio.samples[index : index + 1], audio.start_sample) for index in range(len(self._chunkers))]
+
+    async def _assist_loop(self) -> None:
+        """Agent assist's work, in caption order, on the assist thread; a failure costs only assist."""
+        loop = asyncio.get_running_loop()
+        while True:
+            action = await self._assist_work.get()
+            try:
+                events = await loop.run_in_executor(self.ctx.assist.executor, action.work)
+            except Exception as error:  # noqa: BLE001 - reported to this session; captions go on
+                log.warning("session %s: agent assist failed: %s", self.ctx.session_id, type(error).__name__)
+                self._apply(self.protocol.assist_failed(error, action.last))
+                continue
+            self._apply(self.protocol.assisted(events, action.last))
 
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -19,8 +19,9 @@ events, and ends the session.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from patchstream.model.api import (
     AudioChunk,
@@ -46,7 +47,6 @@ from patchstream.streaming.frames import (
 )
 from patchstream.streaming.outbox import Outbox, OutboxOverflow
 from patchstream.streaming.policy import CaptionPolicy, CaptionPolicyConfig, interpretation_event
-from patchstream.streaming.postprocess import CaptionPostProcessor, NoPostProcessing, PostProcessorFactory
 from patchstream.streaming.protocol import (
     FATAL_SIGNAL_ERRORS,
     FATAL_START_ERRORS,
@@ -132,6 +132,15 @@ class FinishMedia:
 
 
 @dataclass(frozen=True)
+class Assist:
+    """Run `work` off the event loop (agent assist's thread), after the assist work before it; then
+    call `assisted` with its events (or `assist_failed`)."""
+
+    work: Callable[[], list[Event]]  # blocking: embeds and scores text
+    last: bool = False  # the summary: `ended` waits for it
+
+
+@dataclass(frozen=True)
 class Close:
     """Stop all work, release the decoder and engine session, send what the outbox holds
     (`ended` is last) unless the client is gone, then close the websocket."""
@@ -153,7 +162,7 @@ class Signal:
     message: WebRTCOffer | WebRTCCandidate  # from the client, in arrival order
 
 
-Action = Open | Decode | DecodeFrame | Submit | Control | FinishMedia | Close | Signal | Detach
+Action = Open | Decode | DecodeFrame | Submit | Control | FinishMedia | Assist | Close | Signal | Detach
 
 
 @dataclass(frozen=True)
@@ -186,12 +195,16 @@ class SessionProtocol:
         limits: LimitsConfig,
         stats_interval_s: float,
         now: float,
-        post_processor: PostProcessorFactory | None = None,
+        assist: Callable[[object], object] | None = None,
         progress_events: bool = False,
         resume_token: str | None = None,
         resume_grace_s: float = 0.0,
     ):
         self.session_id = session_id
+        # Agent assist: `start.assist` → the session's assistant (streaming/assist/), or None.
+        self._open_assist = assist
+        self._assistant = None  # a CallAssistant once `start` asked for one
+        self._assist_failed = False  # analyses stopped after a failure; redaction goes on
         self.phase = Phase.AWAITING_START
         self._engine = engine
         self._limits = limits
@@ -201,8 +214,6 @@ class SessionProtocol:
         self._start: StartMessage | None = None
         self._policies: list[CaptionPolicy] = []  # one per captioned channel (one for the mix)
         self._merge: FinalsMerge | None = None  # multichannel: finals in media-time order
-        self._make_post_processor = post_processor
-        self._post: CaptionPostProcessor = NoPostProcessing()
         self._progress_events = progress_events  # queue `Progress` markers (protocol adapters)
         self._processed_by_channel: list[float] = []  # media seconds each channel's engine has processed
         self._channels_finished: set[int] = set()  # channels whose engine session finished
@@ -298,11 +309,13 @@ class SessionProtocol:
         unknown = self._unknown_kinds(start.interpretations)
         if unknown:
             return self._fail(ErrorCode.BAD_START, unknown)
-        if self._make_post_processor is not None:
+        if start.assist is not None or self._open_assist is not None:
+            if self._open_assist is None:
+                return self._fail(ErrorCode.BAD_START, "this server offers no agent assist")
             try:
-                self._post = self._make_post_processor(self.session_id, start)
-            except CodedError as error:
-                return self._fail(error.code, error.message)
+                self._assistant = self._open_assist(start.assist)
+            except ValueError as error:
+                return self._fail(ErrorCode.BAD_START, str(error))
         self._start = start
         self.phase = Phase.OPENING
         if start.video is not None:
@@ -536,8 +549,8 @@ class SessionProtocol:
             return []
         self._note_processed(channel, result.processed_until)
         self._frames_dropped_by_engine += result.dropped_frames
-        captions = self._captions(channel, self._policies[channel].update(result.captions))
-        return self._send(*captions, *self._interpretations(channel, result), *self._progress())
+        captions, analyses = self._captions(channel, self._policies[channel].update(result.captions))
+        return self._send(*captions, *self._interpretations(channel, result), *self._progress()) + analyses
 
     def engine_failed(self, error: Exception) -> list[Action]:
         return self._fail(ErrorCode.ENGINE_ERROR, f"the model failed on this session's audio: {error}")
@@ -551,27 +564,28 @@ class SessionProtocol:
         self._channels_finished.add(channel)
         policy = self._policies[channel]
         finals = policy.finish(result.captions)
-        events = self._captions(channel, finals, finished=True)
-        self._send(*events, *self._interpretations(channel, result))
+        captions, analyses = self._captions(channel, finals, finished=True)
+        actions = self._send(*captions, *self._interpretations(channel, result)) + analyses
         if len(self._channels_finished) < len(self._policies):
-            return self._send(*self._progress())
-        return self._send(*self._progress(), *self._post.end()) + self._end(self._reason)
+            return actions + self._send(*self._progress())
+        actions += self._send(*self._progress())
+        if self._assistant is not None and self._assistant.config.analyses and not self._assist_failed:
+            return actions + [Assist(self._assistant.summarize, last=True)]  # `ended` after the summary
+        return actions + self._end(self._reason)
 
     # -- captions: every caption event passes here ------------------------------------------------
 
-    def _captions(self, channel: int, events: Sequence[Event], finished: bool = False) -> list[Event]:
-        """A channel's caption events → what is sent: finals in media-time order across channels,
-        then each event through the post-processor (which may rewrite text and add interpretations)."""
+    def _captions(
+        self, channel: int, events: Sequence[Event], finished: bool = False
+    ) -> tuple[list[Event], list[Action]]:
+        """A channel's caption events → what is sent (finals in media-time order across channels,
+        then partials, each through agent assist) and the assist work they start."""
         finals = [event for event in events if isinstance(event, CaptionFinal)]
         if self._merge is not None:
             finals = self._merge.add(channel, finals, self._watermark(channel))
             if finished:
                 finals += self._merge.finish(channel)
-        out: list[Event] = []
-        for final in finals:
-            out += self._post.final(final)
-        out += [self._post.partial(event) for event in events if isinstance(event, CaptionPartial)]
-        return out
+        return self._assisted([*finals, *(event for event in events if isinstance(event, CaptionPartial))])
 
     def _watermark(self, channel: int) -> float:
         """No final of this channel will start before this media time (see `channels.py`)."""
@@ -611,6 +625,40 @@ class SessionProtocol:
         counts as activity for the idle timeout, as every native message does."""
         if self.receiving:
             self._last_input = now
+
+    # -- agent assist (streaming/assist/): the one place captions pass through it ----------------
+
+    def _assisted(self, events: Sequence[Event]) -> tuple[list[Event], list[Action]]:
+        """Captions with PII masked before they are queued (on the loop: cheap), and the analyses
+        of the finals for the assist thread. A redaction bug raises: the session fails closed."""
+        if self._assistant is None:
+            return list(events), []
+        out: list[Event] = []
+        analyses: list[Action] = []
+        for event in events:
+            if isinstance(event, (CaptionPartial, CaptionFinal)):
+                event = self._assistant.caption(event)
+                if isinstance(event, CaptionFinal) and self._assistant.config.analyses and not self._assist_failed:
+                    analyses.append(Assist(functools.partial(self._assistant.analyze, event)))
+            out.append(event)
+        return out, analyses
+
+    def assisted(self, events: Sequence[Event], last: bool = False) -> list[Action]:
+        """Assist events are ready; after the summary (`last`) the session ends."""
+        if self.phase not in (Phase.STREAMING, Phase.FINISHING):
+            return []
+        actions = self._send(*events)
+        return actions + self._end(self._reason) if last and self.phase is Phase.FINISHING else actions
+
+    def assist_failed(self, error: Exception, last: bool = False) -> list[Action]:
+        """Assist failed on this session: say so once, stop analysing; captions (still redacted) go on."""
+        if self.phase not in (Phase.STREAMING, Phase.FINISHING):
+            return []
+        actions = [] if self._assist_failed else self._error(
+            ErrorCode.ASSIST_FAILED, f"agent assist failed and is off for this session: {type(error).__name__}"
+        )
+        self._assist_failed = True
+        return actions + self._end(self._reason) if last and self.phase is Phase.FINISHING else actions
 
     # -- clock and lifecycle ---------------------------------------------------------------------
 
@@ -764,8 +812,10 @@ class SessionProtocol:
         finals = [final for policy in self._policies for final in policy.finish(CaptionUpdate())]
         if self._merge is not None:
             finals = sorted(self._merge.flush() + finals, key=lambda final: final.start)
-        for final in finals:  # committed words always reach a final
-            events += self._post.final(final)
+        try:
+            events += self._assisted(finals)[0]  # committed words always reach a final
+        except Exception:  # noqa: BLE001 - redaction failed: the words are dropped, never sent unmasked
+            pass
         self._reason = EndedReason.for_error(code)
         self.phase = Phase.ENDED  # before sending: an overflow now must not fail again
         self._send(*events, Error(code, message, fatal=True, retry_after_s=retry_after_s))

@@ -14,7 +14,10 @@ import importlib, pkgutil, sys
 import {package}
 for info in pkgutil.walk_packages({package}.__path__, "{package}."):
     importlib.import_module(info.name)
-print(sorted(m for m in ("torch", "patchstream.streaming", "faster_whisper") if m in sys.modules))
+# Modules whose presence after the imports is reported: the package itself, model runtimes, and
+# agent assist's text models (a server loads those at start-up, never an import).
+HEAVY = ("torch", "patchstream.streaming", "faster_whisper", "wordllama", "vaderSentiment", "tokenizers", "safetensors")
+print(sorted(m for m in HEAVY if m in sys.modules))
 """
 
 
@@ -78,7 +81,7 @@ def patchstream_imports(path: Path) -> set[str]:
 
 
 def edges(package: str):
-    for path in sorted((ROOT / package).glob("*.py")):
+    for path in sorted((ROOT / package).rglob("*.py")):  # subpackages too (streaming/assist/)
         for target in patchstream_imports(path):
             yield path.relative_to(ROOT).as_posix(), target
 

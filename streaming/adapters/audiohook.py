@@ -145,7 +145,7 @@ class AudioHookAdapter:
                 audio=AudioFormat("mulaw", AUDIOHOOK_RATE_HZ, len(self._channels)),
                 language=language.split("-")[0].lower() or "en",  # "en-US" → the engine's "en"
                 channels=tuple(CHANNEL_LABELS[channel] for channel in self._channels),
-                assist=custom.get("assist") if isinstance(custom.get("assist"), dict) else None,
+                assist=custom.get("assist") if isinstance(custom.get("assist"), (dict, bool)) else None,
             )
         except ProtocolError as error:
             return self._disconnect(error.message)

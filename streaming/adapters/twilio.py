@@ -119,7 +119,7 @@ class TwilioAdapter:
             native = StartMessage(
                 audio=AudioFormat("mulaw", TWILIO_RATE_HZ, len(tracks)),
                 channels=self._tracks,
-                assist=assist if isinstance(assist, dict) else None,
+                assist=assist if isinstance(assist, (dict, bool)) else None,
             )
         except ProtocolError as error:
             return [self._error(error.code, error.message)]
