@@ -73,12 +73,16 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(session_id)s %(key_id)s]: %
 
 
 def configure_logging(level: str = "info", fmt: str = "text") -> None:
-    """The process's logging for `patchstream serve`: one stderr handler, context and redaction."""
+    """The process's logging for `patchstream serve`: one stderr handler, context and redaction.
+    Like `logging.basicConfig`, it leaves a root logger that already has handlers alone (a host
+    process, or pytest, configured it)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.addHandler(handler)
     root.setLevel(level.upper())
 
 
