@@ -441,6 +441,7 @@ class WhisperEngine:
             if not self._voiced(session, start, end):
                 continue  # text over audio the VAD calls silence is invented
             first, last = int(start * SAMPLE_RATE), int(end * SAMPLE_RATE)
+            first = self._onset(session, first, last)
             # A word cannot straddle a jump in media time: it belongs to the piece it ends in.
             first = max(first, session.piece_start(last))
             words.append(Word(
@@ -499,6 +500,19 @@ class WhisperEngine:
             session.stabilizer.reset_tentative()
             cut = plan.region_end - int(self.config.stabilizer.max_tentative_s * SAMPLE_RATE)
         return cut
+
+    def _onset(self, session: WhisperSession, first: int, last: int) -> int:
+        """A word's first sample, moved past silence the aligner stretched it over. Whisper stamps
+        the first word after a long silence from where the silence began (seen on real speech:
+        "Mr." at 0.0-7.7 s for a word said at 7.3 s), which would put it before words other
+        channels have already finalised. It keeps `speech_pad_s` before the first voiced window,
+        so an ordinary word's onset (the VAD lags it by a window or two) is left alone."""
+        lo, hi = first // VAD_WINDOW, -(-last // VAD_WINDOW)
+        voiced = next((i for i, p in enumerate(session.vad_probs[lo:hi]) if p >= self.config.vad_threshold), None)
+        if voiced is None:
+            return first
+        onset = (lo + voiced) * VAD_WINDOW - int(self.config.speech_pad_s * SAMPLE_RATE)
+        return min(max(first, onset), last)
 
     def _voiced(self, session: WhisperSession, start: float, end: float) -> bool:
         """Whether any VAD window within `speech_pad_s` of [start, end] (region seconds) is speech."""

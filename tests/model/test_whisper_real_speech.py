@@ -126,3 +126,15 @@ def test_the_english_only_model_refuses_other_languages_clearly(engine):
 
     with pytest.raises(EngineError, match="English only.*--model base"):
         engine.open(SessionOptions(language="fr"))
+
+
+@pytest.mark.parametrize("steps", [[6], [1, 14], [25]])
+@pytest.mark.parametrize("name", ["ls_1272-128104-0000.wav", "arctic_aew_a0001.wav"])
+def test_a_first_word_after_long_silence_starts_where_speech_does(engine, real_speech, name, steps):
+    """Whisper stamps the first word after a long silence from the silence's start; a word that
+    early would overtake finals another channel has already released (multichannel ordering)."""
+    lead_s = 6.0
+    audio = np.concatenate([np.zeros(int(lead_s * 16_000), np.float32), read_samples(real_speech[name].path)])
+    committed, _ = stream(engine, audio, steps)
+    assert committed
+    assert committed[0].start >= lead_s - 0.25, committed[:3]
