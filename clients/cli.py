@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
+import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -43,10 +43,17 @@ from patchstream.streaming.app import (
     ENGINE_NAMES,
     ENGINE_OPTIONS,
     VISION_PARTS,
+    AdmissionConfig,
+    AuthConfig,
     EngineChoice,
     EngineError,
+    JournalConfig,
     LimitsConfig,
     ServerConfig,
+    configure_logging,
+    load_keys_file,
+    mint_token,
+    parse_key,
     load_assist_file,
 )
 from patchstream.streaming.app import run as run_server
@@ -74,6 +81,7 @@ class CaptionJob:
     language: str = "en"  # `start.language`: what is spoken (other than English needs --model base)
     video: bool = True  # stream the file's video too, when it has a video track
     video_fps: float = 1.0  # JPEG frames per media second sent
+    api_key: str | None = None  # Bearer credential for a remote server (--api-key / PATCHSTREAM_API_KEY)
     transport: str = "websocket"  # "webrtc": the audio on a peer connection (live pace, no video)
     assist: dict | bool | None = None  # `start.assist`: agent assist events beside the captions
 
@@ -120,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="agent assist: redaction, sentiment and a summary, or a JSON object of `start.assist` "
         "options (docs/protocol.md, Agent assist), printed as <sentiment>, <intent>, <summary> lines",
     )
+    caption.add_argument(
+        "--api-key", default=os.environ.get("PATCHSTREAM_API_KEY"), metavar="SECRET",
+        help="credential for --url (an API key or a signed token; default $PATCHSTREAM_API_KEY)",
+    )
     _add_engine_arguments(caption, default=None)
     caption.set_defaults(handler=_caption_command)
 
@@ -154,7 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=("debug", "info", "warning", "error"),
         help="(default %(default)s)",
     )
+    _add_operations_arguments(serve)
     serve.set_defaults(handler=_serve_command)
+
+    token = commands.add_parser(
+        "token", help="mint a signed, expiring token for a browser page",
+        description="Print a token for one API key (ID:SECRET, default the first of $PATCHSTREAM_API_KEYS), "
+        "for `?access_token=` on the stream URL. The server needs the same key.",
+    )
+    token.add_argument("--key", metavar="ID:SECRET", help="the key to sign with")
+    token.add_argument("--ttl", type=float, default=600.0, metavar="S", help="lifetime in seconds (default %(default)s)")
+    token.set_defaults(handler=_token_command)
 
     demo = commands.add_parser(
         "demo", help="synthesize English speech and caption it live",
@@ -198,6 +220,60 @@ def _add_engine_arguments(parser: argparse.ArgumentParser, default: str | None) 
         "needs the `vision` extra), scenes (scene changes); auto (default: scenes, and ocr when "
         "installed) or none",
     )
+
+
+def _add_operations_arguments(serve: argparse.ArgumentParser) -> None:
+    """Auth, capacity, resume, journal and log flags of `serve` (docs/operations.md)."""
+    group = serve.add_argument_group("auth, capacity, resume, journal (docs/operations.md)")
+    group.add_argument("--api-key", action="append", default=[], metavar="ID:SECRET",
+                       help="accept this API key (repeatable; also $PATCHSTREAM_API_KEYS, comma-separated)")
+    group.add_argument("--keys-file", metavar="PATH", help="JSON file of keys with per-key limits")
+    group.add_argument("--no-auth", action="store_true",
+                       help="serve without keys on a non-loopback address (a private network only)")
+    group.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                       help="browser origin allowed besides the server's own, e.g. https://app.example (repeatable; * = any)")
+    group.add_argument("--journal-dir", metavar="DIR", default=_default_journal_dir(),
+                       help="where finals are journaled, one JSONL per session (default %(default)s; '' = none)")
+    group.add_argument("--journal-fsync", choices=("end", "every"), default=JournalConfig.fsync,
+                       help="fsync each journal at session end, or after every final (default %(default)s)")
+    group.add_argument("--resume-grace-s", type=float, default=ServerConfig.resume_grace_s, metavar="S",
+                       help="how long a dropped session waits for its client to resume (default %(default)s; 0 = never)")
+    group.add_argument("--target-utilisation", type=float, default=AdmissionConfig.target_utilisation, metavar="F",
+                       help="model-thread busy fraction admission fills up to (default %(default)s)")
+    group.add_argument("--log-format", choices=("text", "json"), default="text",
+                       help="text, or one JSON object per line with session_id and key_id (default %(default)s)")
+
+
+def _default_journal_dir() -> str:
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "patchstream", "journal")
+
+
+def _operations_config(args: argparse.Namespace) -> dict:
+    """The ServerConfig fields of `_add_operations_arguments` (ValueError on a bad key)."""
+    keys = [parse_key(text) for text in args.api_key]
+    keys += [parse_key(text) for text in os.environ.get("PATCHSTREAM_API_KEYS", "").split(",") if text.strip()]
+    if args.keys_file:
+        keys += load_keys_file(args.keys_file)
+    auth = AuthConfig(tuple(keys), tuple(args.allow_origin), loopback_only_when_open=not args.no_auth)
+    return dict(
+        auth=auth, resume_grace_s=args.resume_grace_s,
+        journal=JournalConfig(args.journal_dir or None, args.journal_fsync),
+        admission=AdmissionConfig(target_utilisation=args.target_utilisation),
+    )
+
+
+def _token_command(args: argparse.Namespace) -> int:
+    text = args.key or next((k for k in os.environ.get("PATCHSTREAM_API_KEYS", "").split(",") if k.strip()), None)
+    if text is None:
+        print("patchstream: give --key ID:SECRET (or set PATCHSTREAM_API_KEYS)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        print(mint_token(parse_key(text), args.ttl))
+    except ValueError as error:
+        print(f"patchstream: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -265,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `patchstream` console script and `python -m patchstream.clients`."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "token":  # no engine, no media: nothing below applies
+        return args.handler(args)
     if args.command == "caption" and args.url and (args.engine or args.model or args.model_path):
         parser.error(
             "--engine, --model and --model-path pick the in-process server's engine; drop them with --url"
@@ -304,28 +382,27 @@ def _caption_command(args: argparse.Namespace) -> int:
     job = CaptionJob(
         file=args.file, url=args.url, engine=_engine_choice(args), fast=args.fast,
         json_lines=args.json, vtt=args.vtt, srt=args.srt, language=args.language,
-        video=not args.no_video, video_fps=args.video_fps, transport=args.transport, assist=args.assist,
+        video=not args.no_video, video_fps=args.video_fps, api_key=args.api_key, transport=args.transport, assist=args.assist,
     )
     return run_async(lambda: caption(job))
 
 
 def _serve_command(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
     limits = LimitsConfig(max_sessions=args.max_sessions, max_backlog_s=args.max_backlog_s)
     try:
         assist = load_assist_file(args.assist_config) if args.assist_config else ServerConfig().assist
+        operations = _operations_config(args)
     except ValueError as error:
         print(f"patchstream: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
         config = ServerConfig(
             host=args.host, port=args.port, limits=limits, web_dir=None if args.no_web else str(WEB_DIR),
-            certfile=args.certfile, keyfile=args.keyfile, assist=assist,
+            certfile=args.certfile, keyfile=args.keyfile, assist=assist, **operations,
         )
         run_server(config, _engine_choice(args))
-    except (EngineError, OSError) as error:  # no model, or the port is taken
+    except (EngineError, OSError, ValueError) as error:  # no model, the port is taken, a bad key or bind
         print(f"patchstream: {error}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
@@ -422,6 +499,7 @@ async def _caption_file(job: CaptionJob, on_event: Callable[[ReceivedEvent], Non
     print(f"patchstream: {info.path}: {described}", file=sys.stderr)
     options = StreamOptions(
         url=job.url or "", fast=job.fast, language=job.language, video_fps=job.video_fps, transport=job.transport,
+        api_key=job.api_key,
         assist=job.assist,
     )
     if job.transport == "webrtc":

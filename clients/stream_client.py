@@ -7,9 +7,14 @@ sends the audio in 100 ms frames paced like a live capture (or as fast as the se
 with the file's video (when asked for) as JPEG frames (`frame_reader.py`) interleaved by media
 time, each after its `frame` message, receives events concurrently, sends `stop` at the end and
 returns when `ended` arrives. Every
-event goes to a callback with its client-side receive time. See docs/protocol.md. With
+event goes to a callback with its client-side receive time. See docs/protocol.md.
+If the connection drops mid-stream it resumes the session (docs/protocol.md "Resume"): it
+reconnects with the `resume_token` of `ready`, learns from `resumed` how many audio bytes the
+server has, re-sends the rest from the audio it keeps (the last RESUME_BUFFER_S), and gets the
+finals it missed, so the transcript is the uninterrupted one.
+With
 `StreamOptions.transport == "webrtc"` the audio goes as a WebRTC track instead
-(`clients/webrtc_sender.py`); the events still come here.
+(`clients/webrtc_sender.py`); the events still come here (such a session does not resume).
 
 It is not: a renderer (`clients/terminal.py`), a subtitle writer (`clients/subtitles.py`) or a
 command line (`clients/cli.py`); it prints nothing. It does not resample by hand (PyAV does), and
@@ -19,9 +24,11 @@ it sends raw PCM rather than the container so that any file works against any se
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import urlencode
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -59,6 +66,9 @@ READ_BATCH_FRAMES = 10  # frames decoded per worker-thread call: 1 s of audio
 GAP_TOLERANCE_S = 0.1  # a hole in the file's timestamps longer than this is filled with silence
 STATS_SILENCE_S = 10.0  # fast mode waits this long for a `stats` event before ignoring stats
 MAX_EVENT_BYTES = 4 << 20  # largest server event we accept (long partials carry word lists)
+RESUME_BUFFER_S = 60.0  # audio kept after sending, to re-send what a dropped connection lost
+RESUME_WINDOW_S = 20.0  # how long to keep trying to resume (the server's grace is 30 s by default)
+RESUME_RETRY_S = 0.5  # pause between reconnection attempts
 
 EventCallback = Callable[["ReceivedEvent"], None]
 
@@ -105,6 +115,8 @@ class StreamOptions:
     open_timeout_s: float = 10.0  # connect + websocket handshake
     video_fps: float = 1.0  # JPEG frames per media second sent when the stream has video
     interpretations: tuple[str, ...] | None = None  # `start.interpretations`; None = all the engine offers
+    api_key: str | None = None  # sent as `Authorization: Bearer` (an API key or a signed token)
+    resume: bool = True  # resume the session when the connection drops mid-stream
     transport: str = "websocket"  # how media travels: "websocket" (binary frames) or "webrtc" (a peer connection)
     assist: dict | bool | None = None  # `start.assist` (agent assist); None sends none
 
@@ -310,23 +322,32 @@ async def stream_reader(
 ) -> StreamResult:
     """`stream_file` for an already opened reader (the caller closes it); with `frames`, the
     video too (the caller closes that reader as well)."""
-    try:
-        # No permessage-deflate: PCM barely compresses and the CPU is better left to the model.
-        websocket = await connect(
-            options.url,
-            compression=None,
-            open_timeout=options.open_timeout_s,
-            max_size=MAX_EVENT_BYTES,
-        )
-    except (OSError, TimeoutError, InvalidURI, InvalidHandshake) as error:
-        raise ConnectError(f"cannot connect to {options.url}: {_connect_reason(error)}") from None
+    websocket = await _connect(options.url, options)
     session_class = _Session
     if options.transport == "webrtc":
         from patchstream.clients.webrtc_sender import WebRTCSession  # noqa: PLC0415 - aiortc only when asked for
 
         session_class = WebRTCSession
-    async with websocket:
-        return await session_class(websocket, reader, options, on_event, frames).run()
+    session = session_class(websocket, reader, options, on_event, frames)
+    try:
+        return await session.run()
+    finally:
+        await session.ws.close()
+
+
+async def _connect(url: str, options: StreamOptions) -> ClientConnection:
+    headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else None
+    try:
+        # No permessage-deflate: PCM barely compresses and the CPU is better left to the model.
+        return await connect(
+            url,
+            compression=None,
+            open_timeout=options.open_timeout_s,
+            max_size=MAX_EVENT_BYTES,
+            additional_headers=headers,
+        )
+    except (OSError, TimeoutError, InvalidURI, InvalidHandshake) as error:
+        raise ConnectError(f"cannot connect to {url}: {_connect_reason(error)}") from None
 
 
 def _connect_reason(error: BaseException) -> str:
@@ -335,7 +356,10 @@ def _connect_reason(error: BaseException) -> str:
     if isinstance(error, TimeoutError):
         return "timed out"
     if isinstance(error, InvalidStatus):
-        return f"HTTP {error.response.status_code} (is this the /v1/stream endpoint?)"
+        status = error.response.status_code
+        if status in (401, 403):
+            return f"HTTP {status}: {bytes(error.response.body).decode(errors='replace').strip()}"
+        return f"HTTP {status} (is this the /v1/stream endpoint?)"
     return _reason(error)
 
 
@@ -355,7 +379,7 @@ class _Session:
         on_event: EventCallback,
         frames: JpegFrameReader | None = None,
     ):
-        self._ws = websocket
+        self.ws = websocket  # the current connection (replaced on resume)
         self._reader = reader
         self._frames = frames  # the video's JPEG frames; None: audio only
         self._options = options
@@ -370,9 +394,54 @@ class _Session:
         self._interpretations: list[dict] = []
         self._warnings: list[dict] = []
         self._fatal: dict | None = None
+        # Resume state: what the server needs to know us by, and the audio it may lack.
+        self._session_id: str | None = None
+        self._resume_token: str | None = None
+        self._finals_received = 0  # caption and interpretation finals, the count a resume sends
+        self._bytes_sent = 0  # audio bytes handed to the websocket so far
+        self._sent: collections.deque[tuple[int, bytes]] = collections.deque()  # (offset, frame), last RESUME_BUFFER_S
+        self._unsent: collections.deque[bytes] = collections.deque()  # frames read from the file, not yet sent
+        self._read_ahead: asyncio.Future | None = None  # the next batch being decoded (survives a drop)
+        self._resumed = asyncio.Event()  # `resumed` arrived on the current connection
+        self._resume_offset: int | None = None  # the server's audio byte count from `resumed`
+        self._stop_sent = False
+        self._resuming = False  # the current connection is a resume: re-send before going on
 
     async def run(self) -> StreamResult:
-        await self._ws.send(self._start_message())
+        await self.ws.send(self._start_message())
+        while True:
+            try:
+                return await self._run_connection()
+            except _Dropped as dropped:
+                await self._reconnect(dropped)
+
+    async def _reconnect(self, dropped: _Dropped) -> None:
+        """Resume the session on a new connection, or raise ConnectionLost."""
+        deadline = time.monotonic() + RESUME_WINDOW_S
+        query = urlencode({"resume": self._session_id, "resume_token": self._resume_token,
+                           "finals_received": self._finals_received})
+        url = self._options.url + ("&" if "?" in self._options.url else "?") + query
+        while True:
+            try:
+                self.ws = await _connect(url, self._options)
+                self._resumed.clear()
+                self._resuming = True
+                return
+            except ConnectError as error:
+                if time.monotonic() > deadline:
+                    raise ConnectionLost(f"{dropped}; resuming failed: {error}") from None
+                await asyncio.sleep(RESUME_RETRY_S)
+
+    @property
+    def _ws(self) -> ClientConnection:
+        """The current connection (the name subclasses use)."""
+        return self.ws
+
+    def _can_resume(self) -> bool:
+        # A WebRTC session's audio travels on a peer connection the resume cannot carry over.
+        return self._options.resume and self._options.transport == "websocket" and self._resume_token is not None and self._fatal is None and not self._stop_sent
+
+    async def _run_connection(self) -> StreamResult:
         receiver = asyncio.create_task(self._receive())
         sender = asyncio.create_task(self._send_audio())
         try:
@@ -396,7 +465,7 @@ class _Session:
 
     async def _receive(self) -> StreamResult:
         try:
-            async for message in self._ws:
+            async for message in self.ws:
                 now, wall = time.monotonic(), time.time()
                 if self._origin is None:
                     self._origin = now
@@ -408,19 +477,30 @@ class _Session:
                 if event.type == "ended":
                     return self._result(event)
         except ConnectionClosedError as error:
+            if self._can_resume():
+                raise _Dropped(f"the connection dropped ({error})") from None
             raise self._fatal_error() or ConnectionLost(
                 f"the server closed the connection before `ended` ({error})"
             ) from None
+        if self._can_resume():
+            raise _Dropped("the connection closed before `ended`")
         raise self._fatal_error() or ConnectionLost("the server closed the connection before `ended`")
 
     def _track(self, event: ParsedEvent) -> None:
         fields = event.fields
         if event.type == "ready":
+            self._session_id = fields.get("session_id")
+            self._resume_token = fields.get("resume_token")
             self._ready.set()
+        elif event.type == "resumed":
+            self._resume_offset = int(fields.get("audio_bytes_received", 0))
+            self._resumed.set()
         elif event.type == "caption.final":
             self._finals.append(fields)
+            self._finals_received += 1
         elif event.type == "interpretation.final":
             self._interpretations.append(fields)
+            self._finals_received += 1
         elif event.type == "stats":
             self._processed_s = float(fields.get("audio_processed_s", 0.0))
             self._stats_seen.set()
@@ -449,28 +529,61 @@ class _Session:
 
     async def _send_audio(self) -> None:
         await self._ready.wait()
+        if self._resuming:
+            await self._resend_after_resume()
+            self._resuming = False
         loop = asyncio.get_running_loop()
         # Decode the next second while this one is being sent: one batch of read-ahead.
         # A read-ahead still running when this task is cancelled is why the reader's `close`
-        # waits for reads (briefly: one batch is about a second of audio).
-        upcoming = loop.run_in_executor(None, self._reader.read, READ_BATCH_FRAMES)
-        while frames := await upcoming:
-            upcoming = loop.run_in_executor(None, self._reader.read, READ_BATCH_FRAMES)
-            for frame in frames:
-                await self._pace(len(frame) // BYTES_PER_SAMPLE)
-                await self._send_video(samples_to_seconds(self._sent_samples + len(frame) // BYTES_PER_SAMPLE, WIRE_SAMPLE_RATE))
-                await self._ws.send(frame)
-                self._sent_samples += len(frame) // BYTES_PER_SAMPLE
+        # waits for reads (briefly: one batch is about a second of audio). The read-ahead and
+        # the frames read but not sent outlive a dropped connection: no audio is lost.
+        while True:
+            if not self._unsent:
+                if self._read_ahead is None:
+                    self._read_ahead = loop.run_in_executor(None, self._reader.read, READ_BATCH_FRAMES)
+                frames = await asyncio.shield(self._read_ahead)
+                self._read_ahead = None
+                if not frames:
+                    break
+                self._unsent.extend(frames)
+                self._read_ahead = loop.run_in_executor(None, self._reader.read, READ_BATCH_FRAMES)
+            frame = self._unsent[0]
+            await self._pace(len(frame) // BYTES_PER_SAMPLE)
+            await self._send_video(samples_to_seconds(self._sent_samples + len(frame) // BYTES_PER_SAMPLE, WIRE_SAMPLE_RATE))
+            self._unsent.popleft()
+            self._keep(frame)  # before sending: if the send breaks, the resume decides what arrived
+            self._sent_samples += len(frame) // BYTES_PER_SAMPLE
+            await self.ws.send(frame)
         await self._send_video(float("inf"))
-        await self._ws.send(control_to_json(StopMessage()))
+        self._stop_sent = True
+        await self.ws.send(control_to_json(StopMessage()))
+
+    def _keep(self, frame: bytes) -> None:
+        """Remember a frame for re-sending, dropping what is older than RESUME_BUFFER_S."""
+        self._sent.append((self._bytes_sent, frame))
+        self._bytes_sent += len(frame)
+        keep_bytes = seconds_to_samples(RESUME_BUFFER_S, WIRE_SAMPLE_RATE) * BYTES_PER_SAMPLE
+        while self._sent and self._sent[0][0] + len(self._sent[0][1]) < self._bytes_sent - keep_bytes:
+            self._sent.popleft()
+
+    async def _resend_after_resume(self) -> None:
+        """After `resumed`: send the kept audio from the server's byte offset on (it may cut a frame)."""
+        await self._resumed.wait()
+        offset = self._resume_offset
+        if offset is None or offset > self._bytes_sent or (self._sent and offset < self._sent[0][0]):
+            raise ClientError(f"cannot resume: the server has {offset} audio bytes, this client kept "
+                              f"{self._sent[0][0] if self._sent else self._bytes_sent}..{self._bytes_sent}")
+        for start, frame in list(self._sent):
+            if start + len(frame) > offset:
+                await self.ws.send(frame[max(0, offset - start):])
 
     async def _send_video(self, until_s: float) -> None:
         """The video frames shown before media time `until_s`: a `frame` message, then the JPEG."""
         if self._frames is None:
             return
         for frame in await asyncio.get_running_loop().run_in_executor(None, self._frames.read, until_s):
-            await self._ws.send(control_to_json(FrameMessage(frame.time_s)))
-            await self._ws.send(frame.data)
+            await self.ws.send(control_to_json(FrameMessage(frame.time_s)))
+            await self.ws.send(frame.data)
 
     async def _pace(self, frame_samples: int) -> None:
         """Wait until this frame may go: when a live capture would have it, or fast-mode room."""
@@ -493,6 +606,10 @@ class _Session:
             except TimeoutError:
                 # A server that sends no stats cannot pace us; fall back to TCP backpressure.
                 self._stats_silent = True
+
+
+class _Dropped(Exception):
+    """The connection dropped mid-stream and the session may be resumed."""
 
 
 def _parse(message: str) -> ParsedEvent:

@@ -18,13 +18,18 @@ from typing import AsyncIterator, Coroutine, TypeVar
 
 from patchstream.model.api import EngineChoice, EngineError
 from patchstream.model.engines import BUNDLED_MODELS, ENGINE_OPTIONS, ENGINES, VISION_PARTS, build_engine
+from patchstream.streaming.admission import AdmissionConfig
 from patchstream.streaming.assist.config import load_assist_file
-from patchstream.streaming.config import LimitsConfig, ServerConfig
+from patchstream.streaming.auth import ApiKey, AuthConfig, load_keys_file, mint_token, parse_key
+from patchstream.streaming.config import JournalConfig, LimitsConfig, ServerConfig
+from patchstream.streaming.logging_context import configure_logging
 from patchstream.streaming.server import Server
 
 __all__ = [
     "BUNDLED_MODELS", "ENGINE_NAMES", "ENGINE_OPTIONS", "VISION_PARTS", "EngineChoice", "EngineError",
     "LimitsConfig", "ServerConfig", "load_assist_file", "run", "run_until_complete", "serve_in_process",
+    # issue 13: what `serve` configures for auth, capacity, the journal and logs
+    "AdmissionConfig", "ApiKey", "AuthConfig", "JournalConfig", "configure_logging", "load_keys_file", "mint_token", "parse_key",
 ]
 
 ENGINE_NAMES = tuple(sorted(ENGINES))  # what `--engine` accepts

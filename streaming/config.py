@@ -7,6 +7,10 @@ environment inside the server.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from patchstream.streaming.admission import AdmissionConfig
+from patchstream.streaming.auth import AuthConfig
 
 from patchstream.streaming.assist.config import AssistConfig
 
@@ -51,3 +55,19 @@ class ServerConfig:
     certfile: str | None = None  # TLS certificate chain (PEM): serve https:// and wss://; None: plain
     keyfile: str | None = None  # its private key (PEM); None: inside `certfile`
     assist: AssistConfig = field(default_factory=AssistConfig)  # agent assist every session gets (`--assist-config`)
+    # --- issue 13: auth, TLS, capacity, resume, journal (docs/operations.md) ---
+    auth: AuthConfig = field(default_factory=AuthConfig)  # keys, tokens, origins; no keys = open on loopback
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)  # capacity from measured headroom
+    resume_grace_s: float = 30.0  # a dropped session waits this long for its client to resume; 0 = no resume
+    journal: JournalConfig = field(default_factory=lambda: JournalConfig())  # finals on disk
+
+
+@dataclass(frozen=True)
+class JournalConfig:
+    """Where finals are journaled (one JSONL file per session) and how durably."""
+
+    directory: Path | None = None  # None: no journal (finished transcripts are not kept)
+    # "end": each final is written and flushed to the OS at once (it survives a server crash) and
+    # the file is fsynced when the session ends (it survives a power cut from then on);
+    # "every": fsync after every final (durable at once, one disk flush per caption).
+    fsync: str = "end"

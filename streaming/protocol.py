@@ -25,6 +25,11 @@ from patchstream.model.api import samples_to_seconds, seconds_to_samples  # noqa
 PROTOCOL_VERSION = 1
 NATIVE_STREAM_PATH = "/v1/stream"  # websocket endpoint of the native protocol
 HEALTH_PATH = "/healthz"  # plain HTTP GET: 200 once the engine is warm
+# --- issue 13: readiness, metrics, transcripts, resume (docs/protocol.md "HTTP endpoints", "Resume") ---
+READY_PATH = "/readyz"  # plain HTTP GET: 200 while the server admits new sessions
+METRICS_PATH = "/metrics"  # Prometheus text format
+TRANSCRIPT_PATH = "/v1/transcripts/"  # + session id: GET a session's finals from the journal
+RESUME_QUERY = ("resume", "resume_token", "finals_received")  # query of a websocket that resumes a session
 MAX_CONTROL_BYTES = 64 * 1024  # a control message larger than this is not a control message
 MAX_PROMPT_CHARS = 2_000  # bias text; longer prompts only slow decoding down
 MAX_INSTRUCTION_CHARS = 2_000  # interpretation instruction; same bound as a prompt
@@ -60,6 +65,10 @@ class ErrorCode(enum.StrEnum):
     IMAGE_TOO_LARGE = "image_too_large"
     FRAME_RATE_EXCEEDED = "frame_rate_exceeded"
     UNSUPPORTED_CONTROL = "unsupported_control"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN_ORIGIN = "forbidden_origin"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    RESUME_FAILED = "resume_failed"
     BAD_OFFER = "bad_offer"
     UNSUPPORTED_CODEC = "unsupported_codec"
     PEER_LOST = "peer_lost"
@@ -82,6 +91,7 @@ class EndedReason(enum.StrEnum):
     IDLE = "idle"  # nothing was received for the idle timeout
     LIMIT = "limit"  # the session streamed more media than it may
     SHUTDOWN = "shutdown"  # the server is stopping
+    DISCONNECTED = "disconnected"  # the client dropped and did not resume within the grace period (journal only)
 
     @classmethod
     def for_error(cls, code: str) -> EndedReason:
@@ -97,10 +107,11 @@ class CodedError(Exception):
     """A failure that becomes an `error` event: a code (an `ErrorCode` for anything a client sees)
     and a message for humans."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, retry_after_s: float | None = None):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.retry_after_s = retry_after_s  # when trying again makes sense (server_busy); None = not by waiting
 
 
 class ProtocolError(CodedError):
@@ -535,6 +546,7 @@ class Ready:
     engine: str  # name of the engine that will caption this session
     sample_rate: int  # rate the server resamples to (informational)
     protocol: int = PROTOCOL_VERSION  # version of this protocol
+    resume_token: str | None = None  # secret that lets a reconnecting client resume (absent: no resume)
     type: str = "ready"
 
 
@@ -620,6 +632,7 @@ class Error:
     code: str  # an ErrorCode
     message: str  # for humans
     fatal: bool = False  # True: `ended` follows and the server closes
+    retry_after_s: float | None = None  # server_busy: seconds after which trying again makes sense
     type: str = "error"
 
 
@@ -634,6 +647,16 @@ class Ended:
 
 
 @dataclass(frozen=True)
+class Resumed:
+    """Answer to a resuming websocket: the session goes on; finals it missed follow at once."""
+
+    session_id: str  # the session resumed
+    audio_bytes_received: int  # audio bytes the server has; the client sends on from this offset
+    finals_replayed: int  # finals re-sent after this event (the client had `finals_received` of them)
+    type: str = "resumed"
+
+
+@dataclass(frozen=True)
 class WebRTCAnswer:
     """The server's SDP answer to `webrtc.offer`; its ICE candidates are inside (no trickling)."""
 
@@ -642,12 +665,13 @@ class WebRTCAnswer:
 
 
 Event = (
-    Ready | CaptionPartial | CaptionFinal | InterpretationPartial | InterpretationFinal | Stats | Error | Ended | WebRTCAnswer
+    Resumed | Ready | CaptionPartial | CaptionFinal | InterpretationPartial | InterpretationFinal | Stats | Error | Ended | WebRTCAnswer
 )
 EVENT_TYPES = tuple(
     cls.type
     for cls in (
-        Ready, CaptionPartial, CaptionFinal, InterpretationPartial, InterpretationFinal, Stats, Error, Ended, WebRTCAnswer
+        Ready, CaptionPartial, CaptionFinal, InterpretationPartial, InterpretationFinal, Stats, Error, Ended, WebRTCAnswer,
+        Resumed,
     )
 )
 CONTROL_TYPES = ("start", "stop", "frame", "control", "webrtc.offer", "webrtc.candidate")
@@ -665,7 +689,7 @@ def _rounded(value):
 
 
 # Fields left out of an event's JSON while they are None (they exist only in some sessions).
-_OPTIONAL_FIELDS = ("channel", "data")
+_OPTIONAL_FIELDS = ("channel", "data", "resume_token", "retry_after_s")  # + issue 13: resume, retry hint
 
 
 def event_fields(event: Event) -> dict:

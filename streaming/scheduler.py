@@ -107,6 +107,9 @@ class Scheduler:
         self.steps_run = 0  # steps taken; also the fairness clock (`SessionSlot.last_step`)
         self.batched_sessions = 0  # sessions advanced, summed over steps (the benchmark's mean batch)
         self.busy_s = 0.0  # model-thread seconds spent in steps (the benchmark's real-time factor)
+        # Called on the loop after each step with (model seconds, audio seconds stepped):
+        # the server's capacity model and metrics (issue 13).
+        self.step_observers: list[Callable[[float, float], None]] = []
 
     async def _on_model_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -255,13 +258,15 @@ class Scheduler:
 
     async def _step(self, batch: Sequence[SessionSlot]) -> None:
         work = [(slot, slot.take_media()) for slot in batch]
+        elapsed = [0.0]
 
         def run() -> list[StepResult | Exception]:
             started = time.perf_counter()
             try:
                 return step_all()
             finally:
-                self.busy_s += time.perf_counter() - started
+                elapsed[0] = time.perf_counter() - started
+                self.busy_s += elapsed[0]
 
         def step_all() -> list[StepResult | Exception]:
             results: list[StepResult | Exception | None] = [None] * len(work)
@@ -282,6 +287,11 @@ class Scheduler:
             results = [error] * len(work)
         self.steps_run += 1
         self.batched_sessions += len(work)
+        audio_s = samples_to_seconds(
+            sum(len(item.samples) for _, media in work for item in media if isinstance(item, AudioChunk))
+        )
+        for observe in self.step_observers:
+            observe(elapsed[0], audio_s)
         for (slot, _), result in zip(work, results):
             slot.last_step = self.steps_run
             slot.pending = isinstance(result, StepResult) and result.pending

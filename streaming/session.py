@@ -34,7 +34,7 @@ import functools
 import logging
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from websockets.exceptions import ConnectionClosed
 
@@ -46,6 +46,7 @@ from patchstream.streaming.decode import AudioDecoder, DecodeError, VideoOptions
 from patchstream.streaming.peer_media import PeerMediaDecoder
 from patchstream.streaming.protocol import CodedError, Ended, ErrorCode, WebRTCOffer, to_json
 from patchstream.streaming.scheduler import Scheduler, SessionSlot
+from patchstream.streaming.session_observer import SessionObserver
 from patchstream.streaming.assist.service import AssistService
 from patchstream.streaming.session_protocol import (
     Action,
@@ -54,6 +55,7 @@ from patchstream.streaming.session_protocol import (
     Control,
     Decode,
     DecodeFrame,
+    Detach,
     FinishMedia,
     Open,
     Reply,
@@ -69,6 +71,7 @@ MEDIA_QUEUE_FRAMES = 32  # binary frames (audio bytes or images) waiting for dec
 END_OF_MEDIA = None  # media-queue marker: no more bytes
 PEER_MEDIA = "peer-media"  # media-queue marker: the peer connection delivered frames (at most one queued)
 CLOSE_TIMEOUT_S = 5.0  # the websocket closing handshake; then the transport is aborted
+TAKE_OVER_TIMEOUT_S = 5.0  # a resume waits this long for the old connection to be noticed as dropped
 # Assist work waiting for the assist thread (one per final caption, ~1 ms each). Past this the
 # analysis of a new caption is skipped (the caption itself is sent); the summary is never skipped.
 ASSIST_BACKLOG = 256
@@ -84,6 +87,11 @@ class SessionContext:
     limits: LimitsConfig  # bounds of one session
     scheduler_config: SchedulerConfig  # the stats period
     engine_spec: EngineSpec  # what the engine takes and is called
+    # --- issue 13: admission at `start`, resume, journal and metrics ---
+    admit: Callable[[], CodedError | None] | None = None  # at `start`: None admits, an error refuses
+    observer: SessionObserver | None = None  # journal + metrics; None reports nothing
+    resume_token: str | None = None  # sent in `ready`; None: the session cannot be resumed
+    resume_grace_s: float = 0.0  # how long a dropped session waits for its client
     assist: AssistService | None = None  # agent assist (streaming/assist/); None: not offered
 
 
@@ -103,6 +111,8 @@ class Session:
             loop.time(),
             assist=context.assist.open if context.assist is not None else None,
             progress_events=adapter is not None and adapter.progress_events,
+            resume_token=context.resume_token,
+            resume_grace_s=context.resume_grace_s,
         )
         self._chunkers: list[AudioChunker] = []  # one per engine session (per channel, or one for the mix)
         self._decoder: AudioDecoder | None = None
@@ -121,6 +131,11 @@ class Session:
         # (latest wins), so a client flooding `control` costs one engine call at a time.
         self._pending_control: SessionControl | None = None
         self._controlling: asyncio.Task | None = None  # applies the pending control on the model thread
+        # Resume: the tasks bound to the current websocket, replaced when a client resumes.
+        self._receiver: asyncio.Task | None = None
+        self._sender: asyncio.Task | None = None
+        self._connection_done = asyncio.Event()  # the current websocket is finished with (detached or closed)
+        self._finals_reported = 0  # protocol finals already handed to the observer (journal)
         self._peer = None  # WebRTC sessions: the `webrtc.PeerConnection` (aiortc is imported only for them)
         self._peer_decoder: PeerMediaDecoder | None = None  # WebRTC sessions: frames → chunks and patchified frames
         self._peer_media_queued = False  # a PEER_MEDIA marker waits in the media queue
@@ -142,22 +157,57 @@ class Session:
         if self.adapter is not None:
             await self._take(self.adapter.connected())
         workers = [
-            asyncio.create_task(self._guarded(self._receive()), name=f"{name}-recv"),
             asyncio.create_task(self._guarded(self._media_loop()), name=f"{name}-media"),
             asyncio.create_task(self._guarded(self._tick_loop()), name=f"{name}-tick"),
             asyncio.create_task(self._guarded(self._assist_loop()), name=f"{name}-assist"),
         ]
-        sender = asyncio.create_task(self._guarded(self._send_loop()), name=f"{name}-send")
+        self._start_connection_tasks()
         try:
             await self._closing.wait()
-            await _cancel(workers)
+            await _cancel([*workers, self._receiver])
             await asyncio.shield(self._release())
             if not self._client_gone:
-                await self._drain_and_close(sender)
+                await self._drain_and_close(self._sender)
         finally:
             extra = [task for task in (self._finishing, self._controlling) if task is not None]
-            await _cancel([*workers, sender, *extra])
+            await _cancel([*workers, self._receiver, self._sender, *extra])
             await asyncio.shield(self._release())  # a cancelled session still frees its engine state
+            self._connection_done.set()
+
+    def _start_connection_tasks(self) -> None:
+        name = self.ctx.session_id
+        self._receiver = asyncio.create_task(self._guarded(self._receive()), name=f"{name}-recv")
+        self._sender = asyncio.create_task(self._guarded(self._send_loop()), name=f"{name}-send")
+
+    # -- resume (issue 13) -------------------------------------------------------------------------
+
+    async def attach(self, websocket, finals_received: int) -> asyncio.Event:
+        """A client resumes this session on `websocket`: it gets `resumed` and the finals it
+        missed, then the session goes on. Returns the event set when this websocket is done.
+        ProtocolError (`resume_failed`) when the session cannot be resumed."""
+        if not self.protocol.detached and self.protocol.resumable:
+            # The client knows its old connection is dead before the server does: drop it now.
+            self.ws.transport.abort()
+            try:
+                async with asyncio.timeout(TAKE_OVER_TIMEOUT_S):
+                    await self._connection_done.wait()
+            except TimeoutError:
+                pass
+        actions = self.protocol.attach(finals_received, asyncio.get_running_loop().time())
+        self.ws = websocket
+        self._connection_done = asyncio.Event()
+        self._start_connection_tasks()
+        self._apply(actions)
+        return self._connection_done
+
+    def _detach(self) -> None:
+        """The websocket dropped; the engine session, decoding and the outbox carry on."""
+        current = asyncio.current_task()
+        for task in (self._receiver, self._sender):
+            if task is not None and task is not current:
+                task.cancel()
+        self._connection_done.set()
+        log.info("session %s: client dropped; waiting for it to resume", self.ctx.session_id)
 
     # -- carrying out actions --------------------------------------------------------------------
 
@@ -169,7 +219,11 @@ class Session:
                 if action.channel >= len(self._slots):
                     continue  # released: the session is closing
                 dropped = self.ctx.scheduler.submit(self._slots[action.channel], action.chunk)
+                if self.ctx.observer is not None and action.channel == 0 and isinstance(action.chunk, AudioChunk):
+                    self.ctx.observer.submitted(action.chunk.end_sample, asyncio.get_running_loop().time())
                 if dropped:
+                    if self.ctx.observer is not None:
+                        self.ctx.observer.audio_dropped(dropped)
                     later += self._apply(self.protocol.audio_dropped(dropped))
             elif isinstance(action, Control):
                 waiting = self._pending_control
@@ -182,8 +236,14 @@ class Session:
             elif isinstance(action, Close):
                 self._client_gone = self._client_gone or action.client_gone
                 self._closing.set()
+            elif isinstance(action, Detach):
+                self._detach()
             else:
                 later.append(action)
+        finals = self.protocol.finals
+        if self.ctx.observer is not None and len(finals) > self._finals_reported:
+            self.ctx.observer.finals(finals[self._finals_reported :], asyncio.get_running_loop().time())
+        self._finals_reported = len(finals)
         self._outgoing.set()
         deadline = self.protocol.next_deadline()
         if deadline is not None and (self._tick_at is None or deadline < self._tick_at):
@@ -202,6 +262,10 @@ class Session:
 
     async def _open(self, action: Open) -> None:
         loop = asyncio.get_running_loop()
+        refusal = self.ctx.admit() if self.ctx.admit is not None else None
+        if refusal is not None:  # over capacity or over the key's quota: refused at `start`
+            self._apply(self.protocol.open_failed(refusal))
+            return
         if action.start.audio.is_webrtc:
             await self._open_peer(action)
             return
@@ -325,7 +389,7 @@ class Session:
         try:
             await work
         except ConnectionClosed:
-            self._apply(self.protocol.connection_lost())
+            self._apply(self.protocol.detach(asyncio.get_running_loop().time()))
         except Exception as error:  # noqa: BLE001 - one session's bug must not reach the server
             log.exception("session %s failed", self.ctx.session_id)
             self._apply(self.protocol.internal_error(error))
@@ -460,7 +524,8 @@ class Session:
                 pass
             backlog_s = max((slot.backlog_s for slot in self._slots), default=0.0)
             frames_dropped = sum(slot.frames_dropped for slot in self._slots)
-            self._apply(self.protocol.tick(loop.time(), backlog_s, frames_dropped))
+            for action in self._apply(self.protocol.tick(loop.time(), backlog_s, frames_dropped)):
+                await self._perform(action)  # FinishMedia when a dropped client's grace period ends
 
     async def _send_loop(self) -> None:
         timeout = self.ctx.limits.send_timeout_s
@@ -479,6 +544,8 @@ class Session:
                 self.ws.transport.abort()
                 self._apply(self.protocol.connection_lost())
                 return
+            if self.ctx.observer is not None:
+                self.ctx.observer.sent(event)
             if isinstance(event, Ended):
                 return
 

@@ -61,8 +61,10 @@ from patchstream.streaming.protocol import (
     ErrorCode,
     Event,
     FrameMessage,
+    InterpretationFinal,
     ProtocolError,
     Ready,
+    Resumed,
     StartMessage,
     Stats,
     StopMessage,
@@ -147,6 +149,12 @@ class Close:
 
 
 @dataclass(frozen=True)
+class Detach:
+    """The client dropped but may resume: stop reading and sending; keep decoding and the engine
+    session; events wait in the outbox until `attach` (or the grace period ends)."""
+
+
+@dataclass(frozen=True)
 class Signal:
     """Hand this signalling message to the session's peer connection; then call `answered` (an
     offer) or `signal_failed`."""
@@ -154,7 +162,7 @@ class Signal:
     message: WebRTCOffer | WebRTCCandidate  # from the client, in arrival order
 
 
-Action = Open | Decode | DecodeFrame | Submit | Control | FinishMedia | Assist | Close | Signal
+Action = Open | Decode | DecodeFrame | Submit | Control | FinishMedia | Assist | Close | Signal | Detach
 
 
 @dataclass(frozen=True)
@@ -189,6 +197,8 @@ class SessionProtocol:
         now: float,
         assist: Callable[[object], object] | None = None,
         progress_events: bool = False,
+        resume_token: str | None = None,
+        resume_grace_s: float = 0.0,
     ):
         self.session_id = session_id
         # Agent assist: `start.assist` → the session's assistant (streaming/assist/), or None.
@@ -227,6 +237,13 @@ class SessionProtocol:
         self._rate_errors = 0  # frame_rate_exceeded refusals; only the first is reported as an event
         self._offered = False  # WebRTC: an offer was accepted (only one per session)
         self._last_peer_media: float | None = None  # WebRTC: loop time of the answer or the last media since
+        # Resume (issue 13). Every final sent, in order: replayed to a client that resumes, and
+        # what the shell journals. It grows with the session (captions, not audio: ~1 kB each).
+        self.finals: list[CaptionFinal | InterpretationFinal] = []
+        self.audio_bytes_received = 0  # audio bytes accepted: the offset a resuming client sends on from
+        self._resume_token = resume_token
+        self._resume_grace_s = resume_grace_s if resume_token else 0.0
+        self._detached_until: float | None = None  # while the client is gone: when the grace period ends
 
     # -- what the shell reads --------------------------------------------------------------------
 
@@ -248,6 +265,8 @@ class SessionProtocol:
             deadlines.append(self._last_input + self._limits.idle_timeout_s)
             if self._last_peer_media is not None:
                 deadlines.append(self._last_peer_media + self._limits.peer_media_timeout_s)
+        if self._detached_until is not None:
+            deadlines.append(self._detached_until)
         return min((d for d in deadlines if d is not None), default=None)
 
     # -- client input ----------------------------------------------------------------------------
@@ -416,6 +435,7 @@ class SessionProtocol:
                 f"binary frame of {len(data)} bytes exceeds the {self._limits.max_frame_bytes}-byte limit;"
                 " it was dropped — send smaller frames",
             )
+        self.audio_bytes_received += len(data)
         return [Decode(data)] if data else []
 
     def _image(self, data: bytes, start_sample: int) -> list[Action]:
@@ -485,10 +505,10 @@ class SessionProtocol:
         self._merge = FinalsMerge(len(labels)) if len(labels) > 1 else None
         if self._start.stats:
             self._next_stats = now + self._stats_interval_s
-        return self._send(Ready(self.session_id, self._engine.name, self._engine.sample_rate))
+        return self._send(Ready(self.session_id, self._engine.name, self._engine.sample_rate, resume_token=self._resume_token))
 
     def open_failed(self, error: CodedError) -> list[Action]:
-        return self._fail(error.code, error.message)
+        return self._fail(error.code, error.message, getattr(error, "retry_after_s", None))
 
     @property
     def channel_labels(self) -> tuple[str | None, ...]:
@@ -648,7 +668,9 @@ class SessionProtocol:
         dropped before it (refused, pushed out of the image queue or the demuxer's) are counted here."""
         if self.phase is Phase.AWAITING_START and now >= self._start_deadline:
             return self._fail(ErrorCode.START_TIMEOUT, f"no `start` message within {self._limits.start_timeout_s:g} s")
-        if self.phase is Phase.STREAMING and now - self._last_input >= self._limits.idle_timeout_s:
+        if self._detached_until is not None and self.phase is Phase.STREAMING and now >= self._detached_until:
+            return self._abandon()
+        if self.phase is Phase.STREAMING and self._detached_until is None and now - self._last_input >= self._limits.idle_timeout_s:
             return self._fail(ErrorCode.IDLE_TIMEOUT, f"nothing received for {self._limits.idle_timeout_s:g} s")
         timeout_s = self._limits.peer_media_timeout_s
         if self.phase is Phase.STREAMING and self._last_peer_media is not None and now - self._last_peer_media >= timeout_s:
@@ -671,6 +693,67 @@ class SessionProtocol:
         if self.phase is Phase.FINISHING:
             return []
         return self._fail(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
+
+    # -- resume (issue 13) ------------------------------------------------------------------------
+
+    @property
+    def detached(self) -> bool:
+        """The client dropped and the session waits for it to resume."""
+        return self._detached_until is not None
+
+    @property
+    def resumable(self) -> bool:
+        """A drop now would leave the session waiting for its client."""
+        return self.phase is Phase.STREAMING and self._resume_grace_s > 0
+
+    @property
+    def received_s(self) -> float:
+        """Media seconds of audio received (what a key's media minutes are charged)."""
+        return samples_to_seconds(self._received_samples)
+
+    @property
+    def ended_reason(self) -> EndedReason:
+        """Why the session ended (or will, as it stands)."""
+        return self._reason
+
+    def detach(self, now: float) -> list[Action]:
+        """The connection dropped. A streaming session that may resume waits `resume_grace_s`
+        for its client; anything else ends as on `connection_lost`."""
+        if self.detached:
+            return []
+        if not self.resumable:
+            return self.connection_lost()
+        self._detached_until = now + self._resume_grace_s
+        return [Detach()]
+
+    def attach(self, finals_received: int, now: float) -> list[Action]:
+        """The client is back, holding the first `finals_received` finals: `resumed`, the finals it
+        missed, then what waited (finals already replayed are not sent twice)."""
+        if not self.detached:
+            raise ProtocolError(ErrorCode.RESUME_FAILED, "this session is not waiting for a resume")
+        if not 0 <= finals_received <= len(self.finals):
+            raise ProtocolError(ErrorCode.RESUME_FAILED, f"finals_received must be in 0..{len(self.finals)}")
+        self._detached_until = None
+        self._last_input = now
+        waiting = self._outbox
+        self._outbox = Outbox(self._limits.max_pending_finals)
+        self._outbox.coalesced = waiting.coalesced
+        missed = self.finals[finals_received:]
+        events: list[Event] = [Resumed(self.session_id, self.audio_bytes_received, len(missed)), *missed]
+        while (event := waiting.pop()) is not None:
+            if not isinstance(event, (CaptionFinal, InterpretationFinal)):
+                events.append(event)
+        for event in events:
+            self._put_unrecorded(event)
+        return self._send()
+
+    def _abandon(self) -> list[Action]:
+        """The grace period ended without a resume: finish like `stop` (every word reaches the
+        journal), with nobody to send to."""
+        self._detached_until = None
+        self._reason = EndedReason.DISCONNECTED
+        self.phase = Phase.FINISHING
+        return [FinishMedia()]
 
     def connection_lost(self) -> list[Action]:
         """The websocket closed or a send blocked for the send timeout: nobody is listening."""
@@ -703,12 +786,17 @@ class SessionProtocol:
             + self._container_video.dropped,
         )
 
+    def _put_unrecorded(self, event: Event) -> None:
+        try:
+            self._outbox.put(event)
+        except OutboxOverflow:
+            self._overflowed = True
+
     def _send(self, *events: Event) -> list[Action]:
         for event in events:
-            try:
-                self._outbox.put(event)
-            except OutboxOverflow:
-                self._overflowed = True
+            if isinstance(event, (CaptionFinal, InterpretationFinal)):
+                self.finals.append(event)
+            self._put_unrecorded(event)
         if self._overflowed and self.phase is not Phase.ENDED:
             return self._fail(ErrorCode.SLOW_CONSUMER, "the client is not reading events")
         return []
@@ -716,7 +804,7 @@ class SessionProtocol:
     def _error(self, code: ErrorCode, message: str) -> list[Action]:
         return self._send(Error(code, message, fatal=False))
 
-    def _fail(self, code: str, message: str) -> list[Action]:
+    def _fail(self, code: str, message: str, retry_after_s: float | None = None) -> list[Action]:
         """A fatal error: close the open caption, then `error` and `ended`."""
         if self.phase is Phase.ENDED:
             return []
@@ -730,11 +818,13 @@ class SessionProtocol:
             pass
         self._reason = EndedReason.for_error(code)
         self.phase = Phase.ENDED  # before sending: an overflow now must not fail again
-        self._send(*events, Error(code, message, fatal=True))
+        self._send(*events, Error(code, message, fatal=True, retry_after_s=retry_after_s))
         return self._end(self._reason)
 
     def _end(self, reason: EndedReason) -> list[Action]:
         self.phase = Phase.ENDED
         finals = sum(policy.finals_emitted for policy in self._policies)
         self._send(Ended(reason, samples_to_seconds(self._received_samples), finals))
-        return [Close()]
+        client_gone = self._detached_until is not None or reason is EndedReason.DISCONNECTED
+        self._detached_until = None  # an ended session cannot be resumed
+        return [Close(client_gone=True)] if client_gone else [Close()]

@@ -42,6 +42,7 @@ def server_config(**limits) -> ServerConfig:
         limits=LimitsConfig(**limits),
         scheduler=SchedulerConfig(stats_interval_s=0.2),
         shutdown_grace_s=2.0,
+        resume_grace_s=0.5,  # a vanished client's session waits this long for a resume, then ends
     )
 
 

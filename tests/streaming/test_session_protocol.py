@@ -27,8 +27,7 @@ def drain(protocol: SessionProtocol) -> list[dict]:
     """The events queued so far, as the client would read them."""
     events = []
     while (event := protocol.next_event()) is not None:
-        # Optional fields (`channel`, `data`) are left out of the wire form while they are None.
-        events.append({key: value for key, value in vars(event).items() if not (key in ("channel", "data") and value is None)})
+        events.append({key: value for key, value in vars(event).items() if value is not None})  # as to_json: None is absent
     return events
 
 
