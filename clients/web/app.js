@@ -41,9 +41,19 @@ function showError(message, warning = false) {
 }
 
 function serverUrl() {
-  const given = new URLSearchParams(location.search).get("server");
-  if (given) return given;
-  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${STREAM_PATH}`;
+  const query = new URLSearchParams(location.search);
+  const url = new URL(query.get("server") || `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${STREAM_PATH}`);
+  // A server with keys wants a signed token; browsers cannot set websocket headers, so the page
+  // passes on the one it was opened with (`patchstream token` mints it; docs/operations.md).
+  const token = query.get("access_token");
+  if (token) url.searchParams.set("access_token", token);
+  return url.toString();
+}
+
+function shownUrl() {
+  const url = new URL(serverUrl());
+  if (url.searchParams.has("access_token")) url.searchParams.set("access_token", "…");  // never on screen
+  return url.toString();
 }
 
 async function listDevices() {
@@ -108,7 +118,7 @@ async function start() {
   ws.onerror = () => {};
   ws.onclose = () => {
     if (!current.ended) {
-      if (page.state === "connecting") showError(connectionErrorMessage(serverUrl()));
+      if (page.state === "connecting") showError(connectionErrorMessage(shownUrl(), new URLSearchParams(location.search).has("access_token")));
       else showError("The connection to the server closed before the session ended.");
       finish(current);
     }

@@ -18,10 +18,16 @@ const SERVER_ERRORS = {
   bad_start: "The server refused the session's settings.",
   bad_image: "A camera frame could not be read and was skipped.",
   frame_rate_exceeded: "Camera frames came too fast; some were skipped.",
+  quota_exceeded: "Your access key has reached its limit (sessions at once, or media minutes). Stop another session or ask for more.",
+  unauthorized: "The server refused this page's credentials: open it again with a fresh ?access_token=.",
+  forbidden_origin: "The server does not accept sessions from this page's address.",
+  assist_failed: "Agent assist stopped for this session; captions go on.",
+  image_too_large: "A camera frame was too large and was skipped.",
 };
 
 export function serverErrorMessage(event) {
-  const known = SERVER_ERRORS[event.code];
+  let known = SERVER_ERRORS[event.code];
+  if (known && event.retry_after_s) known = known.replace("Try again in a minute.", `Try again in ${Math.ceil(event.retry_after_s)} s.`);
   const detail = event.message ? ` (${event.code}: ${event.message})` : ` (${event.code})`;
   return (known || "The server reported a problem.") + detail;
 }
@@ -42,6 +48,10 @@ export function deviceErrorMessage(error) {
   }
 }
 
-export function connectionErrorMessage(url) {
-  return `Cannot reach the server at ${url}. Is \`patchstream serve\` running?`;
+export function connectionErrorMessage(url, withToken) {
+  // A refused credential or origin closes the handshake with an HTTP status the page cannot read.
+  const credential = withToken
+    ? " If it is, its token may be wrong or expired, or this page's origin not allowed: ask for a new link."
+    : " If it is and it has API keys, open this page with ?access_token=TOKEN (`patchstream token`).";
+  return `Cannot reach the server at ${url}. Is \`patchstream serve\` running?${credential}`;
 }

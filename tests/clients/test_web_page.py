@@ -205,3 +205,32 @@ async def test_with_a_certificate_the_page_works_over_https_and_wss(fake_devices
         finally:
             await browser.close()
     assert events[0]["type"] == "ready" and events[-1] == {**events[-1], "type": "ended", "reason": "stop"}
+
+
+async def test_a_server_with_keys_takes_the_page_with_a_token_and_explains_a_missing_one(fake_devices):
+    from patchstream.streaming.auth import ApiKey, AuthConfig, mint_token
+
+    microphone, _, _ = fake_devices
+    key = ApiKey("page", "s3cret-for-the-page")
+    config = ServerConfig(port=0, web_dir=str(WEB_DIR), auth=AuthConfig(keys=(key,)), shutdown_grace_s=2.0)
+    flags = [*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={microphone}"]
+    seen = {}
+    async with Server(config, build_engine(EngineChoice("fake"))) as server, playwright_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=flags, chromium_sandbox=False)
+        try:
+            for name, query in (("token", f"&access_token={mint_token(key, 600)}"), ("none", "")):
+                page = await browser.new_page()
+                await page.goto(f"{server.page_url}?transport=websocket{query}")
+                await page.click("#start")
+                await wait_for(page, "['streaming', 'ended', 'idle'].includes(window.patchstream.state)")
+                seen[name] = (await page.evaluate("window.patchstream.state"), await page.locator("#errors p").all_inner_texts())
+                if seen[name][0] == "streaming":
+                    await page.click("#stop")
+                    await wait_for(page, "window.patchstream.state === 'ended'")
+                await page.close()
+        finally:
+            await browser.close()
+    assert seen["token"] == ("streaming", []), seen
+    state, errors = seen["none"]
+    assert state != "streaming" and any("access_token" in error for error in errors), seen
+    assert not any(key.secret in error for _, texts in seen.values() for error in texts)
