@@ -258,6 +258,8 @@ class WhisperEngine:
     def _advance(self, sessions: list[WhisperSession], final: bool) -> list[CaptionUpdate]:
         """VAD, choose each session's decode region, decode the batch, stabilise, trim."""
         self._update_vad(sessions)
+        for session in sessions:
+            self._skip_silence(session)
         plans = [self._plan(s, final) for s in sessions]
         wanted = [i for i, p in enumerate(plans) if p.region_end > 0 and p.has_speech]
         requests = [self._request(sessions[i], plans[i]) for i in wanted]
@@ -276,15 +278,29 @@ class WhisperEngine:
             if new:
                 s.vad_probs += self.vad.score(s.vad_state, s.buffer[done : done + new]).tolist()
 
+    def _skip_silence(self, session: WhisperSession) -> None:
+        """Drop silence before new speech: keep `preroll_s`, plus a pause's run-up only where it
+        holds speech (the last phrase's tail). A step that brings seconds of silence and speech at
+        once (a backlog, a replayed call) otherwise decodes from the silence's start: Whisper
+        stretches the first word over it and loses the words after ("Mr. Apostle of the middle
+        classes" for "Mr. Quilter is the apostle of the middle classes", 7 s of silence, 4 s steps)."""
+        done = _heard_windows(session)
+        threshold = self.config.vad_threshold
+        first = next((i for i, p in enumerate(session.vad_probs[done:], done) if p >= threshold), None)
+        if first is None:
+            return
+        onset = first * VAD_WINDOW - int(self.config.preroll_s * SAMPLE_RATE)
+        cut = _round_down(onset - int(self.config.pause_context_s * SAMPLE_RATE), VAD_WINDOW)
+        if not any(p >= threshold for p in session.vad_probs[max(cut, 0) // VAD_WINDOW : first]):
+            # Run-up that is silence only helps no one; three seconds of it lost the words above.
+            cut = _round_down(onset, VAD_WINDOW)
+        if cut > done * VAD_WINDOW:
+            _trim(session, cut)
+
     def _plan(self, session: WhisperSession, final: bool) -> "_Plan":
         """Which part of the buffer to decode now, and whether the phrase has ended there."""
         cfg = self.config
-        # Only speech after the committed words counts: the buffer may start with committed
-        # audio kept as run-up, which must not make a silent stretch look like speech.
-        done = 0
-        heard = max(session.stabilizer.committed_end, session.phrase_done_until)
-        if heard > session.media_seconds(0):
-            done = _buffer_index(session, heard) // VAD_WINDOW
+        done = _heard_windows(session)
         probs = np.asarray(session.vad_probs[done:])
         speech = np.flatnonzero(probs >= cfg.vad_threshold) + done
         scored = len(session.vad_probs) * VAD_WINDOW
@@ -626,6 +642,15 @@ def _trim(session: WhisperSession, cut: int) -> None:
     session.vad_probs = session.vad_probs[cut // VAD_WINDOW :]
     later = [(i - cut, m) for i, m in session.anchors if i > cut]
     session.anchors = [(0, media_at_cut)] + later
+
+
+def _heard_windows(session: WhisperSession) -> int:
+    """VAD windows at the buffer start already heard: committed audio kept as run-up, which must
+    not make a silent stretch look like speech. Only speech after them is new."""
+    heard = max(session.stabilizer.committed_end, session.phrase_done_until)
+    if heard > session.media_seconds(0):
+        return _buffer_index(session, heard) // VAD_WINDOW
+    return 0
 
 
 def _buffer_index(session: WhisperSession, media_seconds: float) -> int:

@@ -45,7 +45,9 @@ def references(real_speech):
 
 @pytest.fixture
 async def server(whisper_engine):
-    config = ServerConfig(port=0, limits=LimitsConfig(), scheduler=SchedulerConfig(stats_interval_s=1.0), shutdown_grace_s=5.0)
+    # The calls are replayed faster than real time: a backlog above the live default (30 s, then
+    # the oldest audio is dropped as a live stream must) would cut words on a loaded machine.
+    config = ServerConfig(port=0, limits=LimitsConfig(max_backlog_s=120.0), scheduler=SchedulerConfig(stats_interval_s=1.0), shutdown_grace_s=5.0)
     async with Server(config, whisper_engine) as running:
         yield running
 
