@@ -189,10 +189,17 @@ def _email_spans(tokens: list[_Token], open_end: bool) -> list[_Span]:
             elif _DOMAIN.match(token.core) and token.core.rsplit(".", 1)[-1] in _TLDS:
                 spans.append(_Span(index, index, "email"))
     for at, token in enumerate(tokens):
-        if token.core != "at" or at == 0 or token.trailing or at + 1 >= len(tokens):
+        if token.core != "at" or at == 0 or token.trailing:
             continue
-        end = _spoken_domain_end(tokens, at + 1, open_end)
         cued = _EMAIL_CUES & {t.core for t in tokens[max(0, at - 1 - _CUE_WINDOW):at - 1]}
+        if at + 1 >= len(tokens):
+            if not cued:
+                continue
+            # "my email is jane at": the domain is not said yet (a partial, or a final the next
+            # caption continues); the local part is personal already.
+            end = at
+        else:
+            end = _spoken_domain_end(tokens, at + 1, open_end)
         if end is None and (cued or tokens[at + 1].core in _MAIL_PROVIDERS):
             end = at + 1  # "my email is jane at gmail": the ".com" is lost, or not said yet
         if end is None:

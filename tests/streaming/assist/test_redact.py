@@ -99,6 +99,13 @@ def test_a_partial_hides_a_number_that_may_still_grow():
     assert redact("email john at gmail dot", final=False) == "email [email]"
 
 
+def test_an_address_cut_off_after_at_hides_its_local_part():
+    # Seen in CI: a partial "My email is jane at" before the domain was said.
+    assert Redactor().text("My email is jane at", final=False) == "My email is [email]"
+    assert Redactor().text("My email is jane at", final=True) == "My email is [email]"
+    assert Redactor().text("I will meet you at", final=False) == "I will meet you at"
+
+
 def test_a_card_number_split_over_two_finals_is_caught_in_both():
     redactor = Redactor()
     assert redactor.text("My card is 4111 1111") == "My card is [number]"  # open run: hidden, judged later
