@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from patchstream.model.engines import build_text_models
 from patchstream.streaming.assist.config import DEFAULT_INTENT_THRESHOLD, Intent
 from patchstream.streaming.assist.intents import IntentMatcher, KeywordSpotter, clauses
 from patchstream.streaming.assist.summary import Utterance, pick
@@ -18,14 +17,6 @@ from tests.streaming.assist.intent_examples import INTENTS, UTTERANCES
 
 MIN_PRECISION = 0.9  # measured 0.96 at the default threshold
 MIN_RECALL = 0.9  # measured 1.00
-
-
-@pytest.fixture(scope="module")
-def models():
-    models = build_text_models()
-    if models.embedder is None or models.sentiment is None:
-        pytest.skip(f"the assist extra is not installed: {models.missing}")
-    return models
 
 
 def precision_recall(matcher: IntentMatcher) -> tuple[float, float]:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from patchstream.model.engines import build_text_models
 from patchstream.streaming.assist.assistant import CallAssistant, sentiment_label
 from patchstream.streaming.assist.config import parse_assist
 from patchstream.streaming.protocol import CaptionFinal, CaptionPartial, WordTiming
@@ -16,14 +15,6 @@ from patchstream.streaming.protocol import CaptionFinal, CaptionPartial, WordTim
 @dataclass(frozen=True)
 class ChannelFinal(CaptionFinal):
     channel: str | None = None  # what the multichannel session layer adds to captions
-
-
-@pytest.fixture(scope="module")
-def models():
-    models = build_text_models()
-    if models.embedder is None or models.sentiment is None:
-        pytest.skip(f"the assist extra is not installed: {models.missing}")
-    return models
 
 
 def final(caption_id: str, text: str, start: float, channel: str | None = None) -> ChannelFinal:
