@@ -147,11 +147,6 @@ class Session:
             # FinishMedia: the end marker queues behind media the receiver is still putting.
             self._finishing = asyncio.create_task(self._perform(action), name=f"{self.ctx.session_id}-finish")
 
-    @property
-    def _slot(self) -> SessionSlot | None:
-        """The first engine session (the only one unless multichannel); None before it opened."""
-        return self._slots[0] if self._slots else None
-
     async def run(self) -> None:
         name = self.ctx.session_id
         if self.adapter is not None:
@@ -284,14 +279,7 @@ class Session:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.ctx.session_id}-decode")
             if video is not None and video.is_image:
                 self._image_executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.ctx.session_id}-image")
-            labels = self.protocol.channel_labels
-            for channel in range(len(labels)):
-                self._chunkers.append(AudioChunker(ChunkerConfig.for_engine(spec)))
-                on_result = functools.partial(self._on_result, channel=channel)
-                slot = await self.ctx.scheduler.open(
-                    action.options, on_result, self._on_failure, self.ctx.limits.max_backlog_s
-                )
-                self._slots.append(slot)
+            await self._open_engine_sessions(action)
         except DecodeError as error:
             self._apply(self.protocol.open_failed(error))
             return
@@ -313,21 +301,25 @@ class Session:
             error = CodedError(ErrorCode.BAD_START, "`channels` needs pcm or container audio: WebRTC media is captioned as one mix")
             self._apply(self.protocol.open_failed(error))
             return
-        chunker = AudioChunker(ChunkerConfig.for_engine(self.ctx.engine_spec))
-        self._chunkers.append(chunker)
-        self._peer_decoder = PeerMediaDecoder(
-            self.ctx.engine_spec, chunker, self.ctx.limits.max_image_pixels, video=action.start.video is not None
-        )
-        self._peer = webrtc.PeerConnection(self._peer_delivered, self._peer_lost)
         try:
-            slot = await self.ctx.scheduler.open(
-                action.options, functools.partial(self._on_result, channel=0), self._on_failure, self.ctx.limits.max_backlog_s
-            )
-            self._slots.append(slot)
+            await self._open_engine_sessions(action)
         except EngineError as error:
             self._apply(self.protocol.open_failed(CodedError(ErrorCode.BAD_START, str(error))))
             return
+        self._peer_decoder = PeerMediaDecoder(
+            self.ctx.engine_spec, self._chunkers[0], self.ctx.limits.max_image_pixels, video=action.start.video is not None
+        )
+        self._peer = webrtc.PeerConnection(self._peer_delivered, self._peer_lost)
         self._apply(self.protocol.opened(loop.time()))
+
+    async def _open_engine_sessions(self, action: Open) -> None:
+        """One chunker and one engine session per captioned channel (one for the mix)."""
+        for channel in range(len(self.protocol.channel_labels)):
+            self._chunkers.append(AudioChunker(ChunkerConfig.for_engine(self.ctx.engine_spec)))
+            on_result = functools.partial(self._on_result, channel=channel)
+            self._slots.append(
+                await self.ctx.scheduler.open(action.options, on_result, self._on_failure, self.ctx.limits.max_backlog_s)
+            )
 
     async def _signal(self, action: Signal) -> None:
         loop = asyncio.get_running_loop()
