@@ -88,7 +88,11 @@ async def test_a_drop_mid_utterance_and_resume_gives_the_uninterrupted_transcrip
     assert sum(e.type == "resumed" for e in events) == 2
     assert words(whole) and words(resumed) == words(whole)
     assert resumed.ended["audio_received_s"] == whole.ended["audio_received_s"]
-    assert [f["caption_id"] for f in resumed.finals] == [f["caption_id"] for f in whole.finals]  # none twice
+    # None twice. Where captions break depends on how steps batch the audio (arrival timing, not
+    # the resume): under load the same words came as 11 captions instead of 10, so ids are unique,
+    # in order, and the words (checked above) are the uninterrupted run's.
+    ids = [f["caption_id"] for f in resumed.finals]
+    assert len(ids) == len(set(ids)) and ids == sorted(ids, key=lambda i: int(i[1:]))
 
 
 async def test_a_resume_with_a_wrong_token_is_refused_and_the_session_still_waits(tmp_path):
